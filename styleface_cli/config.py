@@ -24,7 +24,7 @@ class DetectConfig:
 @dataclasses.dataclass(frozen=True)
 class TrackConfig:
     iou_threshold: float = 0.2  # minimum IoU to match a detection to a track
-    min_hits: int = 2  # detections before a track is confirmed
+    min_hits: int = 1  # detections before a track is confirmed (1: a single detection is carried on when lost)
     max_age: int = 8  # frames a lost track keeps being covered (predicted)
     backfill: int = 4  # frames before a track's first detection that are covered in hindsight
     smoothing: float = 0.5  # 0 = raw detections, towards 1 = smoother boxes and landmarks

@@ -1,0 +1,1 @@
+"""Per-face stages: detect, track, align, identity, smooth, blend, obfuscate."""
