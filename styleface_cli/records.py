@@ -37,6 +37,11 @@ class VideoInfo:
     pix_fmt: str  # input pixel format, e.g. "yuv420p"
     audio_streams: int  # how many audio streams the input has
     is_image: bool = False  # a still image (jpg/png/webp), not a video
+    # Colour tags of the video stream, as FFmpeg's enums (the writer keeps them on its output):
+    color_range: int = 0  # AVColorRange: 0 unspecified, 1 limited ("tv"), 2 full ("pc")
+    color_primaries: int = 2  # AVColorPrimaries: 1 BT.709, 2 unspecified, 6 SMPTE 170M, 9 BT.2020, ...
+    color_trc: int = 2  # AVColorTransferCharacteristic: 1 BT.709, 2 unspecified, 16 PQ, 18 HLG, ...
+    colorspace: int = 2  # AVColorSpace (the YUV matrix): 1 BT.709, 2 unspecified, 6 SMPTE 170M, ...
 
 
 @dataclasses.dataclass
