@@ -9,6 +9,7 @@ threads (PyAV and onnxruntime release the GIL while they work), so the detector 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import queue
 import threading
@@ -58,15 +59,15 @@ def anonymize(*, source: Path, output: Path, cfg: AnonymizeConfig, on_frame: OnF
     detector = create_detector(cfg.detect)
     if is_image_path(source):
         image, info = read_image(source)
-        frame = Frame(index=0, pts=0, time_s=0.0, image=image)
+        frame = Frame(index=0, pts=0, time_s=0.0, image=np.array(image))  # a private, writable copy
         faces = FrameFaces(0, [_region(d) for d in detector.detect_batch([image])[0]])
         log = TrackLog(info)
         for frame, faces in count(log.record(hide_faces(iter([(frame, faces)]), cfg.obfuscate)), stats, on_frame):
             write_image(output, frame.image)
     else:
-        with open_video(source) as reader, VideoWriter(output, reader.info, cfg.encode, source) as writer:
+        with open_video(source) as reader, VideoWriter(output, reader.info, cfg.encode, source) as writer, \
+                contextlib.closing(decode(reader)) as frames:  # closing: the decode thread stops before the reader
             log = TrackLog(reader.info)
-            frames = decode(reader)
             detected = detect(frames, detector, upright_k=reader.info.rotation // 90, batch_size=detector.batch_size)
             with_cuts = find_scene_cuts(detected, SceneCutDetector(cfg.track.scene_cut_threshold))
             tracked = track(with_cuts, Tracker(cfg.track))
@@ -85,13 +86,13 @@ def render(*, source: Path, tracks: Path, output: Path, cfg: AnonymizeConfig, on
     listed = read_tracks(tracks)
     if is_image_path(source):
         image, _ = read_image(source)
-        stream = iter([(Frame(0, 0, 0.0, image), listed.faces(0))])
+        stream = iter([(Frame(0, 0, 0.0, np.array(image)), listed.faces(0))])
         for frame, _faces in count(hide_faces(stream, cfg.obfuscate), stats, on_frame):
             write_image(output, frame.image)
     else:
-        with open_video(source) as reader, VideoWriter(output, reader.info, cfg.encode, source) as writer:
+        with open_video(source) as reader, VideoWriter(output, reader.info, cfg.encode, source) as writer, \
+                contextlib.closing(decode(reader)) as frames:
             listed.check_matches(reader.info)
-            frames = decode(reader)
             stream = ((frame, listed.faces(frame.index)) for frame in frames)
             encode(count(hide_faces(stream, cfg.obfuscate), stats, on_frame), writer)
     stats.seconds = time.perf_counter() - started
@@ -187,20 +188,24 @@ def _threaded(items: Iterator, depth: int) -> Iterator:
     buffer: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def offer(item) -> bool:
+        """Put ``item`` unless the consumer has gone; never blocks for good."""
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        buffer.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer(item):
                     return
-            buffer.put(_DONE)
+            offer(_DONE)
         except BaseException as error:  # handed to the consumer, raised there
-            buffer.put(error)
+            offer(error)
 
     thread = threading.Thread(target=produce, name="styleface-decode", daemon=True)
     thread.start()
