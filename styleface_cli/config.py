@@ -49,9 +49,49 @@ class ObfuscateConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class GenerateConfig:
+    """The StyleFace generator (``--method styleface``)."""
+
+    checkpoint: Path | None = None  # resolved at the CLI: --checkpoint, $STYLEFACE_CHECKPOINT, user cache
+    batch_size: int = 8  # crops per generator call
+    device: str = "cpu"  # "cpu", "cuda", "cuda:1", ... (resolved from "auto" at the CLI)
+    kernels: str = "auto"  # custom-op policy: "auto", "compiled" or "ref" (resolved with $STYLEFACE_KERNELS)
+    colour_match: bool = True
+    smoothing: float = 0.6  # weight of the newest frame in each track's alignment average (1 = none)
+
+
+@dataclasses.dataclass(frozen=True)
+class IdentityConfig:
+    """Which identity each replaced face gets."""
+
+    seed: int = 0  # de-identification: identities are drawn from (seed, track id)
+    min_distance: float = 0.6  # reject draws whose face the recogniser finds closer than this (cosine distance)
+    max_tries: int = 4  # draws per track before the farthest is kept
+    strength: float = 1.0  # proportion of the new identity in W+ (1 = fully new; <1 keeps some of the target)
+    sources: tuple[Path, ...] = ()  # swap: photos of the source person (codes averaged)
+    mix: tuple[tuple[str, Path], ...] = ()  # per-level identity mixing: (("low", a.jpg), ("mid", b.jpg))
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectConfig:
+    """Which faces are processed; the others are left untouched."""
+
+    mode: str = "all"  # "all", "largest" (per frame), "tracks" (ids below), "faces" (match the photos), "except" (all but them)
+    track_ids: tuple[int, ...] = ()
+    faces: tuple[Path, ...] = ()  # reference photos for "faces" / "except"
+
+
+@dataclasses.dataclass(frozen=True)
 class AnonymizeConfig:
+    """One run of anonymize, swap or render."""
+
+    method: str = "blur"  # what runs: "blur", "pixelate", "mask" or "styleface" (auto is resolved at the CLI)
+    method_reason: str = "blur: requested"
     detect: DetectConfig = DetectConfig()
     track: TrackConfig = TrackConfig()
     encode: EncodeConfig = EncodeConfig()
     obfuscate: ObfuscateConfig = ObfuscateConfig()
+    generate: GenerateConfig = GenerateConfig()
+    identity: IdentityConfig = IdentityConfig()
+    select: SelectConfig = SelectConfig()
     export_tracks: Path | None = None

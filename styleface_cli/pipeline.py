@@ -1,10 +1,13 @@
 """The pipeline: composition of the stages, nothing else.
 
-    decode -> detect -> find scene cuts -> track (cover gaps, back-fill) -> hide faces -> encode
+    decode -> detect -> find scene cuts -> track (cover gaps, back-fill) -> choose faces
+           -> hide them (blur / pixelate / mask, or align + identity + generate + paste back) -> encode
 
 Every stage is a generator over typed records, so frames stream through and memory stays bounded by
-the few frames that the tracker holds back for back-filling. Decoding and encoding run in their own
-threads (PyAV and onnxruntime release the GIL while they work), so the detector never waits on I/O.
+the few frames that the tracker and a generator batch hold. Decoding, detection+tracking and encoding
+each run in their own thread (PyAV, onnxruntime and torch release the GIL while they work), so hiding
+(the generator above all) never waits on I/O and vice versa. Videos and images take the same path; an
+image is a one-frame stream.
 """
 
 from __future__ import annotations
@@ -16,22 +19,23 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Protocol
 
-import numpy as np
-
-from styleface_cli.config import AnonymizeConfig, ObfuscateConfig
-from styleface_cli.face.detect import Detector, create_detector
-from styleface_cli.face.obfuscate import obfuscate_frame
+from styleface_cli.config import AnonymizeConfig
+from styleface_cli.face.detect import Detector
 from styleface_cli.face.scenecut import SceneCutDetector
 from styleface_cli.face.track import Tracker
-from styleface_cli.records import Detection, FaceRegion, Frame, FrameFaces, RegionSource, VideoInfo
+from styleface_cli.records import Detection, FaceRegion, Frame, FrameFaces
+from styleface_cli.tools import Tools
 from styleface_cli.tracks_file import TrackLog, read_tracks, write_tracks
-from styleface_cli.video.decode import open_video
-from styleface_cli.video.encode import VideoWriter
-from styleface_cli.video.images import is_image_path, read_image, write_image
+from styleface_cli.video.media import media_writer, open_media
 
 Stream = Iterator[tuple[Frame, FrameFaces]]
+Choose = Callable[[Frame, list[FaceRegion]], list[FaceRegion]]
+
+
+class Writer(Protocol):
+    def write(self, frame: Frame) -> None: ...
 
 
 @dataclasses.dataclass
@@ -39,10 +43,11 @@ class RunStats:
     """What one run did (the CLI turns it into the JSON report)."""
 
     frames: int = 0
-    faces: int = 0  # face regions hidden, summed over frames
+    faces: int = 0  # face regions hidden or replaced, summed over frames
     tracks: int = 0  # distinct track ids
     sources: dict[str, int] = dataclasses.field(default_factory=dict)  # regions per RegionSource
     seconds: float = 0.0
+    generator_batches: list[int] = dataclasses.field(default_factory=list)  # crops per generator call
 
 
 OnFrame = Callable[[FrameFaces], None]
@@ -52,49 +57,41 @@ OnFrame = Callable[[FrameFaces], None]
 # The two entry points
 
 
-def anonymize(*, source: Path, output: Path, cfg: AnonymizeConfig, on_frame: OnFrame | None = None) -> RunStats:
-    """Hide every face of a video or image ``source``, writing ``output`` atomically."""
+def run(*, source: Path, output: Path, cfg: AnonymizeConfig, tools: Tools, on_frame: OnFrame | None = None) -> RunStats:
+    """Hide (anonymize) or replace (swap) the chosen faces of a video or image, writing ``output`` atomically."""
     started = time.perf_counter()
     stats = RunStats()
-    detector = create_detector(cfg.detect)
-    if is_image_path(source):
-        image, info = read_image(source)
-        frame = Frame(index=0, pts=0, time_s=0.0, image=np.array(image))  # a private, writable copy
-        faces = FrameFaces(0, [_region(d) for d in detector.detect_batch([image])[0]])
-        log = TrackLog(info)
-        for frame, faces in count(log.record(hide_faces(iter([(frame, faces)]), cfg.obfuscate)), stats, on_frame):
-            write_image(output, frame.image)
-    else:
-        with open_video(source) as reader, VideoWriter(output, reader.info, cfg.encode, source) as writer, \
-                contextlib.closing(decode(reader)) as frames:  # closing: the decode thread stops before the reader
-            log = TrackLog(reader.info)
-            detected = detect(frames, detector, upright_k=reader.info.rotation // 90, batch_size=detector.batch_size)
-            with_cuts = find_scene_cuts(detected, SceneCutDetector(cfg.track.scene_cut_threshold))
-            tracked = track(with_cuts, Tracker(cfg.track))
-            hidden = hide_faces(tracked, cfg.obfuscate)
-            encode(count(log.record(hidden), stats, on_frame), writer)
+    hide = tools.hider()  # fresh per input: identities and geometry are per video
+    with open_media(source) as media, media_writer(output, media.info, cfg.encode, source) as writer, \
+            contextlib.ExitStack() as threads:  # closed first: stage threads stop before reader and writer
+        log = TrackLog(media.info)
+        frames = threads.enter_context(contextlib.closing(decode(media)))
+        detected = detect(frames, tools.detector, upright_k=media.info.rotation // 90, batch_size=tools.detector.batch_size)
+        with_cuts = find_scene_cuts(detected, SceneCutDetector(cfg.track.scene_cut_threshold))
+        tracked = threads.enter_context(contextlib.closing(ahead(track(with_cuts, Tracker(cfg.track)))))
+        chosen = choose_faces(tracked, tools.chooser(media.info))
+        hidden = hide(chosen)
+        encode(count(log.record(hidden), stats, on_frame), writer)
     if cfg.export_tracks is not None:
         write_tracks(cfg.export_tracks, log)
+    stats.generator_batches = list(getattr(hide, "batch_sizes", []))
     stats.seconds = time.perf_counter() - started
     return stats
 
 
-def render(*, source: Path, tracks: Path, output: Path, cfg: AnonymizeConfig, on_frame: OnFrame | None = None) -> RunStats:
+def render(*, source: Path, tracks: Path, output: Path, cfg: AnonymizeConfig, tools: Tools, on_frame: OnFrame | None = None) -> RunStats:
     """Hide the faces listed in a tracks file (exported, maybe edited by a reviewer): no detection."""
     started = time.perf_counter()
     stats = RunStats()
     listed = read_tracks(tracks)
-    if is_image_path(source):
-        image, _ = read_image(source)
-        stream = iter([(Frame(0, 0, 0.0, np.array(image)), listed.faces(0))])
-        for frame, _faces in count(hide_faces(stream, cfg.obfuscate), stats, on_frame):
-            write_image(output, frame.image)
-    else:
-        with open_video(source) as reader, VideoWriter(output, reader.info, cfg.encode, source) as writer, \
-                contextlib.closing(decode(reader)) as frames:
-            listed.check_matches(reader.info)
-            stream = ((frame, listed.faces(frame.index)) for frame in frames)
-            encode(count(hide_faces(stream, cfg.obfuscate), stats, on_frame), writer)
+    hide = tools.hider()
+    with open_media(source) as media, media_writer(output, media.info, cfg.encode, source) as writer, \
+            contextlib.ExitStack() as threads:
+        listed.check_matches(media.info)
+        frames = threads.enter_context(contextlib.closing(decode(media)))
+        stream = ((frame, listed.faces(frame.index)) for frame in frames)
+        encode(count(hide(stream), stats, on_frame), writer)
+    stats.generator_batches = list(getattr(hide, "batch_sizes", []))
     stats.seconds = time.perf_counter() - started
     return stats
 
@@ -106,6 +103,11 @@ def render(*, source: Path, tracks: Path, output: Path, cfg: AnonymizeConfig, on
 def decode(reader: Iterable[Frame], depth: int = 8) -> Iterator[Frame]:
     """Frames from ``reader``, decoded ahead in a thread (bounded queue: memory stays flat)."""
     return _threaded(iter(reader), depth)
+
+
+def ahead(stream: Iterator, depth: int = 4) -> Iterator:
+    """Run the stages behind ``stream`` in their own thread, ``depth`` items ahead of the consumer."""
+    return _threaded(stream, depth)
 
 
 def detect(frames: Iterator[Frame], detector: Detector, upright_k: int = 0, batch_size: int = 1) -> Iterator[tuple[Frame, list[Detection]]]:
@@ -137,10 +139,11 @@ def track(stream: Iterator[tuple[Frame, list[Detection], bool]], tracker: Tracke
         yield _pair(held, faces)
 
 
-def hide_faces(stream: Stream, cfg: ObfuscateConfig) -> Stream:
-    """Blur, pixelate or mask each region (the generative method plugs in here as another stage)."""
+def choose_faces(stream: Stream, choose: Choose | None) -> Stream:
+    """Keep only the regions to process (swap targets; all but --keep-face); ``None`` keeps all."""
     for frame, faces in stream:
-        obfuscate_frame(frame.image, faces.regions, cfg)
+        if choose is not None:
+            faces.regions = choose(frame, faces.regions)
         yield frame, faces
 
 
@@ -160,18 +163,13 @@ def count(stream: Stream, stats: RunStats, on_frame: OnFrame | None) -> Stream:
         yield frame, faces
 
 
-def encode(stream: Stream, writer: VideoWriter, depth: int = 8) -> None:
+def encode(stream: Stream, writer: Writer, depth: int = 8) -> None:
     """Write every frame; the encoder runs in its own thread behind a bounded queue."""
     _drain_threaded(stream, lambda item: writer.write(item[0]), depth)
 
 
 # --------------------------------------------------------------------------------------------------
 # Helpers
-
-
-def _region(detection: Detection) -> FaceRegion:
-    return FaceRegion(track_id=-1, box=detection.box, landmarks=detection.landmarks, score=detection.score,
-                      source=RegionSource.DETECTED)
 
 
 def _pair(held: deque[Frame], faces: FrameFaces) -> tuple[Frame, FrameFaces]:
@@ -207,7 +205,7 @@ def _threaded(items: Iterator, depth: int) -> Iterator:
         except BaseException as error:  # handed to the consumer, raised there
             offer(error)
 
-    thread = threading.Thread(target=produce, name="styleface-decode", daemon=True)
+    thread = threading.Thread(target=produce, name="styleface-stage", daemon=True)
     thread.start()
     try:
         while True:

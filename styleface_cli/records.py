@@ -81,6 +81,7 @@ class FaceRegion:
     landmarks: np.ndarray | None  # [5, 2] float32 or None
     score: float
     source: RegionSource
+    identity: str | None = None  # fingerprint of the identity code that replaced this face (generative method)
 
 
 @dataclasses.dataclass

@@ -9,7 +9,8 @@ edited or not. Format (version 1)::
       "frames": [
         {"frame": 12, "time": 0.48, "faces": [
             {"track": 3, "box": [x0, y0, x1, y1], "landmarks": [[x, y] x5] or null,
-             "score": 0.91, "source": "detected" | "predicted" | "backfilled" | "manual"}]}
+             "score": 0.91, "source": "detected" | "predicted" | "backfilled" | "manual",
+             "identity": "3f2a9c01b7e4"  (only with --method styleface: which identity code replaced it)}]}
       ]
     }
 
@@ -114,6 +115,7 @@ def _region_to_json(region: FaceRegion) -> dict:
         "landmarks": None if region.landmarks is None else [[round(float(x), 2), round(float(y), 2)] for x, y in region.landmarks],
         "score": round(float(region.score), 4),
         "source": region.source.value,
+        **({"identity": region.identity} if region.identity else {}),
     }
 
 
@@ -129,4 +131,5 @@ def _region_from_json(face: dict) -> FaceRegion:
         landmarks=lm,
         score=float(face.get("score", 1.0)),
         source=RegionSource(face.get("source", RegionSource.MANUAL.value)),
+        identity=face.get("identity"),
     )

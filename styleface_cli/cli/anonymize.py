@@ -1,4 +1,5 @@
-"""``styleface anonymize`` and ``styleface render``: parse options, build the config once, run each input.
+"""``styleface anonymize``, ``styleface swap`` and ``styleface render``: parse options, build the config
+once, load the tools once, then run each input.
 
 With several inputs a failed one does not stop the others; the exit code is that input's own code
 when there was one input, ``PARTIAL`` (7) when some of several failed.
@@ -6,6 +7,7 @@ when there was one input, ``PARTIAL`` (7) when some of several failed.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Callable, Optional
@@ -13,18 +15,60 @@ from typing import Annotated, Callable, Optional
 import typer
 
 from styleface_cli import pipeline
-from styleface_cli.config import AnonymizeConfig, DetectConfig, EncodeConfig, ObfuscateConfig, TrackConfig
+from styleface_cli.checkpoints import find_checkpoint, resolve_method
+from styleface_cli.config import (
+    AnonymizeConfig,
+    DetectConfig,
+    EncodeConfig,
+    GenerateConfig,
+    IdentityConfig,
+    ObfuscateConfig,
+    SelectConfig,
+    TrackConfig,
+)
 from styleface_cli.console import Reporter
 from styleface_cli.errors import ConfigError, ExitCode, OutputError, StylefaceError
-from styleface_cli.face.obfuscate import METHODS
+from styleface_cli.face.obfuscate import METHODS as OBFUSCATIONS
 from styleface_cli.inputs import Job, plan_jobs
+from styleface_cli.tools import Tools, prepare_tools
 from styleface_cli.video.atomic import check_output_path
 
-_OUT = "Output"
-_DET = "Detection"
-_TRK = "Tracking"
-_HIDE = "Hiding"
-_ENC = "Encoding"
+METHODS = ("auto", "styleface") + OBFUSCATIONS
+_OUT, _DET, _TRK, _HIDE, _GEN, _ENC = "Output", "Detection", "Tracking", "Hiding", "Generator", "Encoding"
+
+# Options shared by the commands (one definition each).
+Output = Annotated[Optional[Path], typer.Option("-o", "--output", help="Output file (one input only).", rich_help_panel=_OUT)]
+OutputDir = Annotated[Optional[Path], typer.Option("--output-dir", help="Folder for outputs (default: beside each input).", rich_help_panel=_OUT)]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (never an input).", rich_help_panel=_OUT)]
+ExportTracks = Annotated[Optional[Path], typer.Option("--export-tracks", help="Write per-frame boxes, landmarks and track ids to this JSON file (one input only).", rich_help_panel=_OUT)]
+Json = Annotated[bool, typer.Option("--json", help="One JSON object per input on stdout.", rich_help_panel=_OUT)]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or messages on stderr.", rich_help_panel=_OUT)]
+Method = Annotated[str, typer.Option("--method", help="auto (styleface with a checkpoint, else blur) | styleface | blur | pixelate | mask.", rich_help_panel=_HIDE)]
+MaskScale = Annotated[float, typer.Option("--mask-scale", help="Obfuscation ellipse size relative to the face box (safety margin).", rich_help_panel=_HIDE)]
+Feather = Annotated[float, typer.Option("--feather", help="Soft edge outside the ellipse, relative to its size.", rich_help_panel=_HIDE)]
+Strength = Annotated[float, typer.Option("--strength", help="Above 1 blurs/pixelates more.", rich_help_panel=_HIDE)]
+Detector = Annotated[str, typer.Option("--detector", help="centerface (bundled) | scrfd (needs --detector-model).", rich_help_panel=_DET)]
+DetectorModel = Annotated[Optional[Path], typer.Option("--detector-model", help="Local ONNX file for the detector.", rich_help_panel=_DET)]
+Threshold = Annotated[float, typer.Option("--threshold", help="Detection score threshold; lower finds more.", rich_help_panel=_DET)]
+DetSize = Annotated[int, typer.Option("--det-size", help="Longest side the detector sees, px (0 = as the frame is).", rich_help_panel=_DET)]
+Rotations = Annotated[str, typer.Option("--rotations", help="Extra detection passes for sideways faces, e.g. 90,-90.", rich_help_panel=_DET)]
+MaxAge = Annotated[int, typer.Option("--max-age", help="Frames a lost face stays covered.", rich_help_panel=_TRK)]
+MinHits = Annotated[int, typer.Option("--min-hits", help="Detections before a track is confirmed.", rich_help_panel=_TRK)]
+Backfill = Annotated[int, typer.Option("--backfill", help="Frames before a face's first detection that are covered too.", rich_help_panel=_TRK)]
+SceneCut = Annotated[float, typer.Option("--scene-cut", help="Scene-cut sensitivity (0 = off).", rich_help_panel=_TRK)]
+Checkpoint = Annotated[Optional[Path], typer.Option("--checkpoint", help="StyleFace checkpoint (.safetensors); else $STYLEFACE_CHECKPOINT, else the user cache.", rich_help_panel=_GEN)]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the random identities (same seed, same people).", rich_help_panel=_GEN)]
+MinDistance = Annotated[float, typer.Option("--min-identity-distance", help="Reject random identities closer than this to the original (cosine distance).", rich_help_panel=_GEN)]
+IdentityStrength = Annotated[float, typer.Option("--identity-strength", help="Proportion of the new identity in W+ (1 = fully new).", rich_help_panel=_GEN)]
+Mix = Annotated[str, typer.Option("--mix", help="Per-level identity mixing, e.g. low=a.jpg,mid=b.jpg.", rich_help_panel=_GEN)]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Face crops per generator call.", rich_help_panel=_GEN)]
+Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.", rich_help_panel=_GEN)]
+Kernels = Annotated[Optional[str], typer.Option("--kernels", help="auto | compiled | ref (custom ops; default $STYLEFACE_KERNELS or auto).", rich_help_panel=_GEN)]
+Codec = Annotated[str, typer.Option("--codec", help="Video encoder (libx264, libx265, libvpx-vp9, ...).", rich_help_panel=_ENC)]
+Crf = Annotated[int, typer.Option("--crf", help="Quality (lower is better).", rich_help_panel=_ENC)]
+Preset = Annotated[str, typer.Option("--preset", help="Encoder speed preset.", rich_help_panel=_ENC)]
+EncoderOption = Annotated[list[str], typer.Option("--encoder-option", help="KEY=VALUE passed to the encoder (repeatable).", rich_help_panel=_ENC)]
+NoAudio = Annotated[bool, typer.Option("--no-audio", help="Drop the audio streams.", rich_help_panel=_ENC)]
 
 
 def parse_rotations(text: str) -> tuple[int, ...]:
@@ -44,39 +88,74 @@ def parse_rotations(text: str) -> tuple[int, ...]:
     return tuple(values)
 
 
-def parse_encoder_options(items: list[str]) -> tuple[tuple[str, str], ...]:
+def parse_pairs(items: list[str], option: str) -> tuple[tuple[str, str], ...]:
     pairs = []
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--encoder-option takes KEY=VALUE; got {item!r}")
+        if not sep or not key.strip():
+            raise ConfigError(f"{option} takes KEY=VALUE; got {item!r}")
         pairs.append((key.strip(), value.strip()))
     return tuple(pairs)
 
 
+def parse_mix(text: str) -> tuple[tuple[str, Path], ...]:
+    """``"low=a.jpg,mid=b.jpg"`` -> ``(("low", Path("a.jpg")), ("mid", Path("b.jpg")))``."""
+    if not text:
+        return ()
+    pairs = parse_pairs([part for part in text.split(",") if part.strip()], "--mix")
+    for level, path in pairs:
+        if level not in ("low", "mid", "high"):
+            raise ConfigError(f"--mix levels are low, mid and high; got {level!r}")
+        if not Path(path).is_file():
+            raise ConfigError(f"--mix {level}: no such file {path}")
+    return tuple((level, Path(path)) for level, path in pairs)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA GPU is available here")
+    return device
+
+
 def build_config(
     *,
-    method: str,
-    mask_scale: float,
-    feather: float,
-    strength: float,
-    detector: str,
-    detector_model: Path | None,
-    threshold: float,
-    det_size: int,
-    rotations: str,
-    max_age: int,
-    min_hits: int,
-    backfill: int,
-    scene_cut: float,
-    codec: str,
-    crf: int,
-    preset: str,
-    encoder_option: list[str],
-    no_audio: bool,
-    export_tracks: Path | None,
+    method: str = "auto",
+    mask_scale: float = ObfuscateConfig.mask_scale,
+    feather: float = ObfuscateConfig.feather,
+    strength: float = ObfuscateConfig.strength,
+    detector: str = DetectConfig.backend,
+    detector_model: Path | None = None,
+    threshold: float = DetectConfig.threshold,
+    det_size: int = DetectConfig.max_size,
+    rotations: str = "",
+    max_age: int = TrackConfig.max_age,
+    min_hits: int = TrackConfig.min_hits,
+    backfill: int = TrackConfig.backfill,
+    scene_cut: float = TrackConfig.scene_cut_threshold,
+    checkpoint: Path | None = None,
+    seed: int = IdentityConfig.seed,
+    min_identity_distance: float = IdentityConfig.min_distance,
+    identity_strength: float = IdentityConfig.strength,
+    sources: tuple[Path, ...] = (),
+    mix: str = "",
+    batch_size: int = GenerateConfig.batch_size,
+    device: str = "auto",
+    kernels: str | None = None,
+    select: SelectConfig = SelectConfig(),
+    codec: str = EncodeConfig.codec,
+    crf: int = EncodeConfig.crf,
+    preset: str = EncodeConfig.preset,
+    encoder_option: list[str] = (),
+    no_audio: bool = False,
+    export_tracks: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> AnonymizeConfig:
-    """The one place where command-line values become the frozen config."""
+    """The one place where command-line values (and the environment) become the frozen config."""
+    env = dict(os.environ) if env is None else env
     if method not in METHODS:
         raise ConfigError(f"--method must be one of {', '.join(METHODS)}; got {method!r}")
     if mask_scale < 1.0:
@@ -84,24 +163,46 @@ def build_config(
     if not 0.0 < threshold < 1.0:
         raise ConfigError(f"--threshold must be between 0 and 1; got {threshold}")
     if det_size < 0 or (0 < det_size < 64):
-        raise ConfigError(f"--det-size must be 0 (full resolution) or at least 64; got {det_size}")
+        raise ConfigError(f"--det-size must be 0 (as the frame is) or at least 64; got {det_size}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1; got {batch_size}")
+    if not 0.0 <= identity_strength <= 1.0:
+        raise ConfigError(f"--identity-strength must be between 0 and 1; got {identity_strength}")
+    choice = find_checkpoint(checkpoint, env) if method in ("auto", "styleface") else None
+    ran, reason = resolve_method(method, choice) if choice is not None else (method, f"{method}: requested")
+    generative = ran == "styleface"
+    if (sources or mix) and not generative:
+        raise ConfigError(f"a source identity needs the StyleFace generator; {reason}")
+    kernel_policy = "auto"
+    if generative:
+        from styleface_cli.ops import resolve_policy
+
+        kernel_policy = resolve_policy(kernels if kernels is not None else env.get("STYLEFACE_KERNELS"))
     return AnonymizeConfig(
+        method=ran,
+        method_reason=reason,
         detect=DetectConfig(backend=detector, model_path=detector_model, threshold=threshold, max_size=det_size,
                             rotations=parse_rotations(rotations)),
         track=TrackConfig(max_age=max_age, min_hits=min_hits, backfill=backfill, scene_cut_threshold=scene_cut),
         encode=EncodeConfig(codec=codec, crf=crf, preset=preset,
-                            encoder_options=parse_encoder_options(encoder_option), keep_audio=not no_audio),
-        obfuscate=ObfuscateConfig(method=method, mask_scale=mask_scale, feather=feather, strength=strength),
+                            encoder_options=parse_pairs(list(encoder_option), "--encoder-option"), keep_audio=not no_audio),
+        obfuscate=ObfuscateConfig(method=ran if ran in OBFUSCATIONS else "blur", mask_scale=mask_scale, feather=feather,
+                                  strength=strength),
+        generate=GenerateConfig(checkpoint=choice.path if generative else None, batch_size=batch_size,
+                                device=resolve_device(device) if generative else "cpu", kernels=kernel_policy),
+        identity=IdentityConfig(seed=seed, min_distance=min_identity_distance, strength=identity_strength,
+                                sources=tuple(sources), mix=parse_mix(mix)),
+        select=select,
         export_tracks=export_tracks,
     )
 
 
-def run_jobs(jobs: list[Job], *, overwrite: bool, reporter: Reporter, method: str,
+def run_jobs(jobs: list[Job], *, overwrite: bool, reporter: Reporter, cfg: AnonymizeConfig,
              work: Callable[[Job, Callable], pipeline.RunStats]) -> int:
     """Run every job, report each, and return the exit code for the whole command."""
     codes: list[int] = []
     for job in jobs:
-        record = {"input": str(job.source), "output": str(job.output), "method": method}
+        record = {"input": str(job.source), "output": str(job.output), "method": cfg.method, "method_reason": cfg.method_reason}
         started = time.perf_counter()
         try:
             if job.make_folder and not job.output.parent.exists():
@@ -115,13 +216,15 @@ def run_jobs(jobs: list[Job], *, overwrite: bool, reporter: Reporter, method: st
             record.update(status="ok", frames=stats.frames, faces=stats.faces, tracks=stats.tracks,
                           regions_by_source=stats.sources, seconds=round(stats.seconds, 3),
                           fps=round(stats.frames / stats.seconds, 2) if stats.seconds > 0 else 0.0)
+            if stats.generator_batches:
+                record["generator_batches"] = stats.generator_batches
             codes.append(0)
         except StylefaceError as error:
             record.update(status="error", error=str(error), exit_code=int(error.exit_code),
                           seconds=round(time.perf_counter() - started, 3))
             codes.append(int(error.exit_code))
             if not reporter.json_output:
-                reporter.error(f"{job.source}: {error}")
+                reporter.error(str(error))  # core messages name the file
                 continue
         reporter.result(record)
     failed = [c for c in codes if c]
@@ -130,75 +233,124 @@ def run_jobs(jobs: list[Job], *, overwrite: bool, reporter: Reporter, method: st
     return failed[0] if len(codes) == 1 else int(ExitCode.PARTIAL)
 
 
+def _start(cfg: AnonymizeConfig, reporter: Reporter, jobs: list[Job]) -> Tools:
+    if cfg.export_tracks is not None and len(jobs) > 1:
+        raise ConfigError("--export-tracks names one file but several inputs were given")
+    reporter.info(f"method: {cfg.method_reason}")
+    return prepare_tools(cfg)
+
+
 def register(app: typer.Typer) -> None:
     @app.command(no_args_is_help=True)
     def anonymize(
         inputs: Annotated[list[str], typer.Argument(help="Videos, images, folders (searched recursively) or globs.")],
-        output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output file (one input only).", rich_help_panel=_OUT)] = None,
-        output_dir: Annotated[Optional[Path], typer.Option("--output-dir", help="Folder for outputs (default: beside each input).", rich_help_panel=_OUT)] = None,
-        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (never an input).", rich_help_panel=_OUT)] = False,
-        export_tracks: Annotated[Optional[Path], typer.Option("--export-tracks", help="Write per-frame boxes, landmarks and track ids to this JSON file (one input only).", rich_help_panel=_OUT)] = None,
-        json_output: Annotated[bool, typer.Option("--json", help="One JSON object per input on stdout.", rich_help_panel=_OUT)] = False,
-        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or messages on stderr.", rich_help_panel=_OUT)] = False,
-        method: Annotated[str, typer.Option("--method", help="blur | pixelate | mask.", rich_help_panel=_HIDE)] = "blur",
-        mask_scale: Annotated[float, typer.Option("--mask-scale", help="Ellipse size relative to the face box (safety margin).", rich_help_panel=_HIDE)] = 1.3,
-        feather: Annotated[float, typer.Option("--feather", help="Soft edge outside the ellipse, relative to its size.", rich_help_panel=_HIDE)] = 0.1,
-        strength: Annotated[float, typer.Option("--strength", help="Above 1 blurs/pixelates more.", rich_help_panel=_HIDE)] = 1.0,
-        detector: Annotated[str, typer.Option("--detector", help="centerface (bundled) | scrfd (needs --detector-model).", rich_help_panel=_DET)] = "centerface",
-        detector_model: Annotated[Optional[Path], typer.Option("--detector-model", help="Local ONNX file for the detector.", rich_help_panel=_DET)] = None,
-        threshold: Annotated[float, typer.Option("--threshold", help="Detection score threshold; lower finds more.", rich_help_panel=_DET)] = 0.2,
-        det_size: Annotated[int, typer.Option("--det-size", help="Longest side the detector sees, px (0 = full resolution).", rich_help_panel=_DET)] = DetectConfig.max_size,
-        rotations: Annotated[str, typer.Option("--rotations", help="Extra detection passes for sideways faces, e.g. 90,-90.", rich_help_panel=_DET)] = "",
-        max_age: Annotated[int, typer.Option("--max-age", help="Frames a lost face stays covered.", rich_help_panel=_TRK)] = TrackConfig.max_age,
-        min_hits: Annotated[int, typer.Option("--min-hits", help="Detections before a track is confirmed.", rich_help_panel=_TRK)] = TrackConfig.min_hits,
-        backfill: Annotated[int, typer.Option("--backfill", help="Frames before a face's first detection that are covered too.", rich_help_panel=_TRK)] = TrackConfig.backfill,
-        scene_cut: Annotated[float, typer.Option("--scene-cut", help="Scene-cut sensitivity (0 = off).", rich_help_panel=_TRK)] = TrackConfig.scene_cut_threshold,
-        codec: Annotated[str, typer.Option("--codec", help="Video encoder (libx264, libx265, libvpx-vp9, ...).", rich_help_panel=_ENC)] = EncodeConfig.codec,
-        crf: Annotated[int, typer.Option("--crf", help="Quality (lower is better).", rich_help_panel=_ENC)] = EncodeConfig.crf,
-        preset: Annotated[str, typer.Option("--preset", help="Encoder speed preset.", rich_help_panel=_ENC)] = EncodeConfig.preset,
-        encoder_option: Annotated[list[str], typer.Option("--encoder-option", help="KEY=VALUE passed to the encoder (repeatable).", rich_help_panel=_ENC)] = [],
-        no_audio: Annotated[bool, typer.Option("--no-audio", help="Drop the audio streams.", rich_help_panel=_ENC)] = False,
+        output: Output = None, output_dir: OutputDir = None, overwrite: Overwrite = False,
+        export_tracks: ExportTracks = None, json_output: Json = False, quiet: Quiet = False,
+        method: Method = "auto", mask_scale: MaskScale = ObfuscateConfig.mask_scale,
+        feather: Feather = ObfuscateConfig.feather, strength: Strength = ObfuscateConfig.strength,
+        keep_face: Annotated[list[Path], typer.Option("--keep-face", help="Leave the person in this photo untouched (repeatable).", rich_help_panel=_HIDE)] = [],
+        detector: Detector = DetectConfig.backend, detector_model: DetectorModel = None,
+        threshold: Threshold = DetectConfig.threshold, det_size: DetSize = DetectConfig.max_size, rotations: Rotations = "",
+        max_age: MaxAge = TrackConfig.max_age, min_hits: MinHits = TrackConfig.min_hits,
+        backfill: Backfill = TrackConfig.backfill, scene_cut: SceneCut = TrackConfig.scene_cut_threshold,
+        checkpoint: Checkpoint = None, seed: Seed = IdentityConfig.seed,
+        min_identity_distance: MinDistance = IdentityConfig.min_distance,
+        identity_strength: IdentityStrength = IdentityConfig.strength, mix: Mix = "",
+        batch_size: BatchSize = GenerateConfig.batch_size, device: Device = "auto", kernels: Kernels = None,
+        codec: Codec = EncodeConfig.codec, crf: Crf = EncodeConfig.crf, preset: Preset = EncodeConfig.preset,
+        encoder_option: EncoderOption = [], no_audio: NoAudio = False,
     ) -> None:
-        """Hide every face in videos and photos (blur, pixelate or mask), keeping audio, timing and size."""
-        cfg = build_config(method=method, mask_scale=mask_scale, feather=feather, strength=strength, detector=detector,
-                           detector_model=detector_model, threshold=threshold, det_size=det_size, rotations=rotations,
-                           max_age=max_age, min_hits=min_hits, backfill=backfill, scene_cut=scene_cut, codec=codec,
-                           crf=crf, preset=preset, encoder_option=encoder_option, no_audio=no_audio,
-                           export_tracks=export_tracks)
+        """Hide every face in videos and photos: a new synthetic identity per person (with a StyleFace
+        checkpoint) or blur / pixelate / mask; audio, timing and size are kept."""
+        select = SelectConfig(mode="except", faces=tuple(keep_face)) if keep_face else SelectConfig()
+        cfg = build_config(
+            method=method, mask_scale=mask_scale, feather=feather, strength=strength, detector=detector,
+            detector_model=detector_model, threshold=threshold, det_size=det_size, rotations=rotations,
+            max_age=max_age, min_hits=min_hits, backfill=backfill, scene_cut=scene_cut, checkpoint=checkpoint,
+            seed=seed, min_identity_distance=min_identity_distance, identity_strength=identity_strength, mix=mix,
+            batch_size=batch_size, device=device, kernels=kernels, select=select, codec=codec, crf=crf,
+            preset=preset, encoder_option=encoder_option, no_audio=no_audio, export_tracks=export_tracks)
         jobs = plan_jobs(inputs, output=output, output_dir=output_dir)
-        if export_tracks is not None and len(jobs) > 1:
-            raise ConfigError("--export-tracks names one file but several inputs were given")
         reporter = Reporter(quiet=quiet, json_output=json_output)
-        code = run_jobs(jobs, overwrite=overwrite, reporter=reporter, method=method,
-                        work=lambda job, on_frame: pipeline.anonymize(source=job.source, output=job.output, cfg=cfg, on_frame=on_frame))
+        tools = _start(cfg, reporter, jobs)
+        code = run_jobs(jobs, overwrite=overwrite, reporter=reporter, cfg=cfg,
+                        work=lambda job, on_frame: pipeline.run(source=job.source, output=job.output, cfg=cfg, tools=tools, on_frame=on_frame))
+        raise typer.Exit(code)
+
+    @app.command(no_args_is_help=True)
+    def swap(
+        inputs: Annotated[list[str], typer.Argument(help="Target videos, images, folders or globs.")],
+        source: Annotated[list[Path], typer.Option("--source", "-s", help="Photo of the person to put on the targets (repeat for several photos of them).")],
+        target: Annotated[str, typer.Option("--target", help="all | largest | tracks:ID,ID (ids from --export-tracks).")] = "all",
+        target_face: Annotated[list[Path], typer.Option("--target-face", help="Swap only the person in this photo (repeatable).")] = [],
+        output: Output = None, output_dir: OutputDir = None, overwrite: Overwrite = False,
+        export_tracks: ExportTracks = None, json_output: Json = False, quiet: Quiet = False,
+        detector: Detector = DetectConfig.backend, detector_model: DetectorModel = None,
+        threshold: Threshold = DetectConfig.threshold, det_size: DetSize = DetectConfig.max_size, rotations: Rotations = "",
+        checkpoint: Checkpoint = None, identity_strength: IdentityStrength = IdentityConfig.strength, mix: Mix = "",
+        batch_size: BatchSize = GenerateConfig.batch_size, device: Device = "auto", kernels: Kernels = None,
+        codec: Codec = EncodeConfig.codec, crf: Crf = EncodeConfig.crf, preset: Preset = EncodeConfig.preset,
+        encoder_option: EncoderOption = [], no_audio: NoAudio = False,
+    ) -> None:
+        """Put the source person's identity on the target's faces (needs a StyleFace checkpoint)."""
+        for path in source:
+            if not path.is_file():
+                raise ConfigError(f"--source: no such file {path}")
+        cfg = build_config(
+            method="styleface", detector=detector, detector_model=detector_model, threshold=threshold,
+            det_size=det_size, rotations=rotations, checkpoint=checkpoint, identity_strength=identity_strength,
+            sources=tuple(source), mix=mix, batch_size=batch_size, device=device, kernels=kernels,
+            select=parse_target(target, target_face), codec=codec, crf=crf, preset=preset,
+            encoder_option=encoder_option, no_audio=no_audio, export_tracks=export_tracks)
+        jobs = plan_jobs(inputs, output=output, output_dir=output_dir, suffix="_swapped")
+        reporter = Reporter(quiet=quiet, json_output=json_output)
+        tools = _start(cfg, reporter, jobs)
+        code = run_jobs(jobs, overwrite=overwrite, reporter=reporter, cfg=cfg,
+                        work=lambda job, on_frame: pipeline.run(source=job.source, output=job.output, cfg=cfg, tools=tools, on_frame=on_frame))
         raise typer.Exit(code)
 
     @app.command(no_args_is_help=True)
     def render(
         source: Annotated[Path, typer.Argument(help="The video or image the tracks file was made from.")],
         tracks: Annotated[Path, typer.Option("--tracks", help="Tracks JSON from --export-tracks, edited or not.")],
-        output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output file.")] = None,
-        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
-        json_output: Annotated[bool, typer.Option("--json", help="A JSON object on stdout.")] = False,
-        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or messages on stderr.")] = False,
-        method: Annotated[str, typer.Option("--method", help="blur | pixelate | mask.")] = "blur",
-        mask_scale: Annotated[float, typer.Option("--mask-scale")] = 1.3,
-        feather: Annotated[float, typer.Option("--feather")] = 0.1,
-        strength: Annotated[float, typer.Option("--strength")] = 1.0,
-        codec: Annotated[str, typer.Option("--codec")] = EncodeConfig.codec,
-        crf: Annotated[int, typer.Option("--crf")] = EncodeConfig.crf,
-        preset: Annotated[str, typer.Option("--preset")] = EncodeConfig.preset,
-        encoder_option: Annotated[list[str], typer.Option("--encoder-option")] = [],
-        no_audio: Annotated[bool, typer.Option("--no-audio")] = False,
+        output: Output = None, overwrite: Overwrite = False, json_output: Json = False, quiet: Quiet = False,
+        method: Method = "auto", mask_scale: MaskScale = ObfuscateConfig.mask_scale,
+        feather: Feather = ObfuscateConfig.feather, strength: Strength = ObfuscateConfig.strength,
+        checkpoint: Checkpoint = None, seed: Seed = IdentityConfig.seed,
+        batch_size: BatchSize = GenerateConfig.batch_size, device: Device = "auto", kernels: Kernels = None,
+        codec: Codec = EncodeConfig.codec, crf: Crf = EncodeConfig.crf, preset: Preset = EncodeConfig.preset,
+        encoder_option: EncoderOption = [], no_audio: NoAudio = False,
     ) -> None:
         """Re-render from a tracks file with no detection, so a reviewer can add or fix boxes and render again."""
-        cfg = build_config(method=method, mask_scale=mask_scale, feather=feather, strength=strength, detector="centerface",
-                           detector_model=None, threshold=0.5, det_size=0, rotations="", max_age=0, min_hits=1,
-                           backfill=0, scene_cut=0.0, codec=codec, crf=crf, preset=preset,
-                           encoder_option=encoder_option, no_audio=no_audio, export_tracks=None)
+        cfg = build_config(method=method, mask_scale=mask_scale, feather=feather, strength=strength,
+                           checkpoint=checkpoint, seed=seed, batch_size=batch_size, device=device, kernels=kernels,
+                           codec=codec, crf=crf, preset=preset, encoder_option=encoder_option, no_audio=no_audio)
         jobs = plan_jobs([str(source)], output=output, output_dir=None)
         reporter = Reporter(quiet=quiet, json_output=json_output)
-        code = run_jobs(jobs, overwrite=overwrite, reporter=reporter, method=method,
-                        work=lambda job, on_frame: pipeline.render(source=job.source, tracks=tracks, output=job.output, cfg=cfg, on_frame=on_frame))
+        tools = _start(cfg, reporter, jobs)
+        code = run_jobs(jobs, overwrite=overwrite, reporter=reporter, cfg=cfg,
+                        work=lambda job, on_frame: pipeline.render(source=job.source, tracks=tracks, output=job.output, cfg=cfg, tools=tools, on_frame=on_frame))
         raise typer.Exit(code)
+
+
+def parse_target(target: str, target_faces: list[Path]) -> SelectConfig:
+    """``--target`` and ``--target-face`` -> the face selection of swap."""
+    if target_faces:
+        if target != "all":
+            raise ConfigError("give either --target or --target-face, not both")
+        for path in target_faces:
+            if not path.is_file():
+                raise ConfigError(f"--target-face: no such file {path}")
+        return SelectConfig(mode="faces", faces=tuple(target_faces))
+    if target in ("all", "largest"):
+        return SelectConfig(mode=target)
+    if target.startswith("tracks:"):
+        try:
+            ids = tuple(int(part) for part in target[len("tracks:"):].split(",") if part.strip())
+        except ValueError:
+            raise ConfigError(f"--target tracks: takes track ids like tracks:0,3; got {target!r}") from None
+        if not ids:
+            raise ConfigError("--target tracks: needs at least one track id")
+        return SelectConfig(mode="tracks", track_ids=ids)
+    raise ConfigError(f"--target must be all, largest or tracks:ID,...; got {target!r}")
 

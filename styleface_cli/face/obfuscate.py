@@ -10,13 +10,13 @@ grows with the faces' area and not with the video's resolution.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
 
 from styleface_cli.config import ObfuscateConfig
-from styleface_cli.records import FaceRegion
+from styleface_cli.records import FaceRegion, Frame, FrameFaces
 
 METHODS = ("blur", "pixelate", "mask")
 # How many samples across the face survive: 6 is far below what face recognisers need (they see
@@ -99,3 +99,10 @@ def covered_mask(height: int, width: int, regions: Iterable[FaceRegion], mask_sc
         if x1 > x0 and y1 > y0:
             mask[y0:y1, x0:x1] |= feathered_alpha(y1 - y0, x1 - x0, centre - (x0, y0), axes, 0.0) >= 1.0
     return mask
+
+
+def obfuscate_stream(stream: Iterator[tuple[Frame, FrameFaces]], cfg: ObfuscateConfig) -> Iterator[tuple[Frame, FrameFaces]]:
+    """The hiding stage for the obfuscation methods: every region of every frame."""
+    for frame, faces in stream:
+        obfuscate_frame(frame.image, faces.regions, cfg)
+        yield frame, faces

@@ -1,0 +1,115 @@
+"""What a command builds once and every input then uses: the detector, the generator and its codes,
+the recogniser and the reference faces.
+
+``prepare_tools(cfg)`` loads them; per input, ``Tools.hider()`` and ``Tools.chooser()`` make the
+stages that keep per-video state (identity codes per track, alignment averages, match decisions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from styleface_cli.config import AnonymizeConfig
+from styleface_cli.errors import ConfigError, InputError
+from styleface_cli.face.align import ARCFACE_TEMPLATE_112, estimate_affine, warp_crop
+from styleface_cli.face.detect import RotatingDetector, create_detector
+from styleface_cli.face.obfuscate import obfuscate_stream
+from styleface_cli.records import Detection, FaceRegion, Frame, FrameFaces, VideoInfo
+from styleface_cli.video.images import read_image
+
+Stream = Iterator[tuple[Frame, FrameFaces]]
+
+
+@dataclasses.dataclass
+class Tools:
+    cfg: AnonymizeConfig
+    detector: RotatingDetector
+    model: object | None = None  # StyleFace, when the generative method runs
+    source_code: object | None = None  # IdentityCode of the swap source
+    mix_codes: dict = dataclasses.field(default_factory=dict)  # level name -> IdentityCode
+    recognizer: object | None = None  # match.FaceRecognizer, for --target-face / --keep-face
+    references: list[np.ndarray] = dataclasses.field(default_factory=list)
+
+    def hider(self) -> Callable[[Stream], Stream]:
+        """The hiding stage for one input."""
+        if self.cfg.method != "styleface":
+            return functools.partial(obfuscate_stream, cfg=self.cfg.obfuscate)
+        from styleface_cli.face.generate import FaceGenerator
+        from styleface_cli.face.identity import IdentityBank
+
+        bank = IdentityBank(self.model, self.cfg.identity, source=self.source_code, mix=self.mix_codes,
+                            device=self.cfg.generate.device)
+        return FaceGenerator(self.model, bank, self.cfg.generate, self.cfg.obfuscate)
+
+    def chooser(self, info: VideoInfo) -> Callable[[Frame, list[FaceRegion]], list[FaceRegion]] | None:
+        """Which regions of a frame to process, for one input (None: all of them)."""
+        select = self.cfg.select
+        if select.mode == "all":
+            return None
+        if select.mode == "largest":
+            return lambda frame, regions: [max(regions, key=_area)] if regions else []
+        if select.mode == "tracks":
+            wanted = set(select.track_ids)
+            return lambda frame, regions: [r for r in regions if r.track_id in wanted]
+        from styleface_cli.face.match import TrackMatcher
+
+        matcher = TrackMatcher(self.recognizer, self.references, votes=1)
+        if select.mode == "faces":  # swap only the people in the photos; until known, leave a face alone
+            return lambda frame, regions: [r for r in regions if matcher.matches(frame.image, r, safe_default=False)]
+        if select.mode == "except":  # hide all but the people in the photos; until known, hide
+            return lambda frame, regions: [r for r in regions if not matcher.matches(frame.image, r, safe_default=False)]
+        raise ConfigError(f"unknown face selection {select.mode!r}")
+
+
+def _area(region: FaceRegion) -> float:
+    return float((region.box[2] - region.box[0]) * (region.box[3] - region.box[1]))
+
+
+def prepare_tools(cfg: AnonymizeConfig) -> Tools:
+    """Load everything the run needs, once."""
+    tools = Tools(cfg=cfg, detector=create_detector(cfg.detect))
+    if cfg.method == "styleface":
+        from styleface_cli.model import load_checkpoint, set_kernel_policy
+
+        if cfg.generate.checkpoint is None:
+            raise ConfigError("--method styleface needs a checkpoint")
+        tools.model = load_checkpoint(cfg.generate.checkpoint, device=cfg.generate.device)
+        set_kernel_policy(tools.model, cfg.generate.kernels)
+        if cfg.identity.sources:
+            tools.source_code = source_identity(tools, cfg.identity.sources)
+        tools.mix_codes = {level: source_identity(tools, [path]) for level, path in cfg.identity.mix}
+    if cfg.select.mode in ("faces", "except"):
+        from styleface_cli.face.match import choose_recognizer, reference_embeddings
+
+        tools.recognizer = choose_recognizer(tools.model, device=cfg.generate.device)
+        tools.references = reference_embeddings(list(cfg.select.faces), tools.recognizer, tools.detector)
+    return tools
+
+
+def largest_face(path: Path, detector: RotatingDetector) -> tuple[np.ndarray, Detection]:
+    """The image at ``path`` and its largest face (with landmarks); InputError when it has none."""
+    image, _ = read_image(path)
+    faces = [d for d in detector.detect(image) if d.landmarks is not None]
+    if not faces:
+        raise InputError(f"no face found in {path}")
+    return image, max(faces, key=lambda d: float((d.box[2] - d.box[0]) * (d.box[3] - d.box[1])))
+
+
+def source_identity(tools: Tools, paths) -> object:
+    """The identity code of the person in ``paths`` (one or more photos; codes averaged)."""
+    import torch
+
+    from styleface_cli.face.identity import average_codes, to_tensor
+
+    codes = []
+    with torch.inference_mode():
+        for path in paths:
+            image, face = largest_face(Path(path), tools.detector)
+            crop = warp_crop(image, estimate_affine(face.landmarks, ARCFACE_TEMPLATE_112), 112)
+            codes.append(tools.model.encode_identity(to_tensor(crop, tools.cfg.generate.device)))
+    return average_codes(codes)
