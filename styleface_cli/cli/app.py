@@ -51,9 +51,9 @@ for _name in ("anonymize", "kernels", "model", "train"):
 
 
 def main() -> None:
-    """Console-script entry point: run the app, map typed errors to exit codes."""
+    """Console-script entry point: click handles usage errors and exits; typed errors become one line."""
     try:
-        app(standalone_mode=False)
+        app()  # standalone: prints usage errors itself, ends in SystemExit with the command's code
     except StylefaceError as error:
         if _DEBUG["on"]:
             raise
@@ -62,17 +62,7 @@ def main() -> None:
     except KeyboardInterrupt:
         print("styleface: interrupted", file=sys.stderr)
         sys.exit(int(ExitCode.INTERRUPTED))
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
-    except typer.Abort:
-        print("styleface: aborted", file=sys.stderr)
-        sys.exit(int(ExitCode.INTERRUPTED))
-    except Exception as error:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
+    except Exception as error:  # a bug: say so in one line, the traceback with --debug
         if _DEBUG["on"]:
             raise
         print(f"styleface: internal error: {type(error).__name__}: {error} (run with --debug for details)",
