@@ -43,7 +43,7 @@ class EncodeConfig:
 @dataclasses.dataclass(frozen=True)
 class ObfuscateConfig:
     method: str = "blur"  # "blur", "pixelate" or "mask"
-    mask_scale: float = 1.3  # ellipse size relative to the face box (the safety margin)
+    mask_scale: float = 1.5  # ellipse size relative to the face box (the safety margin: hair, ears, profiles)
     feather: float = 0.1  # width of the soft edge, relative to the ellipse size
     strength: float = 1.0  # >1 blurs/pixelates more
 

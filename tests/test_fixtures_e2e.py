@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from styleface_cli.cli.app import app
+from styleface_cli.config import ObfuscateConfig
 from styleface_cli.face.obfuscate import covered_mask
 from styleface_cli.tracks_file import read_tracks
 from tests import media
@@ -26,12 +27,12 @@ pytestmark = [
     pytest.mark.skipif(not VIDEOS.is_dir() or not MODEL.is_file(), reason="../shared/fixtures not present"),
 ]
 CLIPS = sorted(p.name for p in VIDEOS.glob("*.mp4")) if VIDEOS.is_dir() else []
-MASK_SCALE = 1.3
+MASK_SCALE = ObfuscateConfig.mask_scale  # the default the user gets
 
 
 def anonymize(clip: Path, out: Path, tracks: Path, *extra: str) -> dict:
     result = CliRunner().invoke(app, ["anonymize", str(clip), "-o", str(out), "--export-tracks", str(tracks), "--json",
-                                      "--quiet", "--mask-scale", str(MASK_SCALE), *extra], catch_exceptions=False)
+                                      "--quiet", "--method", "blur", *extra], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 

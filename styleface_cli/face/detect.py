@@ -157,7 +157,9 @@ def _session(model: bytes | str, threads: int):
         options.intra_op_num_threads = threads
     options.log_severity_level = 3  # CenterFace carries unused initialisers that onnxruntime warns about
     try:
-        return onnxruntime.InferenceSession(model, sess_options=options, providers=onnxruntime.get_available_providers())
+        available = onnxruntime.get_available_providers()
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        return onnxruntime.InferenceSession(model, sess_options=options, providers=providers)
     except Exception as error:  # onnxruntime raises its own untyped errors for bad files
         raise WeightsError(f"cannot load detector model: {error}".splitlines()[0]) from error
 
