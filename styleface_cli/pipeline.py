@@ -100,7 +100,7 @@ def render(*, source: Path, tracks: Path, output: Path, cfg: AnonymizeConfig, to
 # Stages
 
 
-def decode(reader: Iterable[Frame], depth: int = 8) -> Iterator[Frame]:
+def decode(reader: Iterable[Frame], depth: int = 4) -> Iterator[Frame]:
     """Frames from ``reader``, decoded ahead in a thread (bounded queue: memory stays flat)."""
     return _threaded(iter(reader), depth)
 
@@ -163,7 +163,7 @@ def count(stream: Stream, stats: RunStats, on_frame: OnFrame | None) -> Stream:
         yield frame, faces
 
 
-def encode(stream: Stream, writer: Writer, depth: int = 8) -> None:
+def encode(stream: Stream, writer: Writer, depth: int = 4) -> None:
     """Write every frame; the encoder runs in its own thread behind a bounded queue."""
     _drain_threaded(stream, lambda item: writer.write(item[0]), depth)
 

@@ -39,13 +39,16 @@ def feathered_alpha(height: int, width: int, centre: np.ndarray, axes: np.ndarra
 
     ``centre`` is in the coordinates of this (region-of-interest) array.
     """
-    # distance in "ellipse radii": 1.0 on the ellipse's border
-    ys = (np.arange(height, dtype=np.float32)[:, None] + 0.5 - centre[1]) / axes[1]
-    xs = (np.arange(width, dtype=np.float32)[None, :] + 0.5 - centre[0]) / axes[0]
-    radius = np.sqrt(xs * xs + ys * ys)
+    # distance in "ellipse radii": 1.0 on the ellipse's border (float32 and in place: this runs per face per frame)
+    ys = (np.arange(height, dtype=np.float32)[:, None] + np.float32(0.5 - centre[1])) / np.float32(axes[1])
+    xs = (np.arange(width, dtype=np.float32)[None, :] + np.float32(0.5 - centre[0])) / np.float32(axes[0])
+    radius = cv2.sqrt(ys * ys + xs * xs)
     if feather <= 0:
         return (radius <= 1.0).astype(np.float32)
-    return np.clip(1.0 - (radius - 1.0) / feather, 0.0, 1.0).astype(np.float32)
+    # 1 - (r - 1) / feather, clipped to [0, 1]
+    radius *= np.float32(-1.0 / feather)
+    radius += np.float32(1.0 + 1.0 / feather)
+    return np.clip(radius, 0.0, 1.0, out=radius)
 
 
 def region_bounds(centre: np.ndarray, axes: np.ndarray, feather: float, width: int, height: int) -> tuple[int, int, int, int]:
@@ -84,10 +87,10 @@ def obfuscate_frame(image: np.ndarray, regions: Iterable[FaceRegion], cfg: Obfus
         if x1 <= x0 or y1 <= y0:
             continue
         roi = image[y0:y1, x0:x1]
-        alpha = feathered_alpha(y1 - y0, x1 - x0, centre - (x0, y0), axes, cfg.feather)[..., None]
+        alpha = feathered_alpha(y1 - y0, x1 - x0, centre - (x0, y0), axes, cfg.feather)
         face_size = float(np.max(region.box[2:] - region.box[:2]))
-        hidden = _replacement(roi, face_size, cfg).astype(np.float32)
-        roi[...] = (roi.astype(np.float32) * (1.0 - alpha) + hidden * alpha + 0.5).astype(np.uint8)
+        hidden = _replacement(roi, face_size, cfg)
+        roi[...] = cv2.blendLinear(hidden, roi, alpha, 1.0 - alpha)  # per-pixel mix, rounded, in one pass
     return image
 
 
