@@ -86,8 +86,11 @@ def test_dropped_detections_are_predicted_and_keep_the_id(gap, backfill):
     for i, region in enumerate(regions):
         if i in dropped:
             assert region.source is RegionSource.PREDICTED
-            # the constant-velocity prediction follows the face closely
-            assert iou_matrix(region.box[None], truth[i][None])[0, 0] > 0.8
+            # the constant-velocity prediction follows the face: the covered box (prediction joined
+            # with the last detection) holds the true face and is not much larger than the gap travelled
+            assert _contains(region.box, truth[i], tolerance=2.0)
+            last_seen = truth[min(dropped) - 1]
+            assert iou_matrix(region.box[None], box_union(truth[i], last_seen)[None])[0, 0] > 0.8
             if backfill:  # found again while the gap was held back: the gap box also holds the interpolation
                 assert _contains(region.box, truth[i], tolerance=1e-3)
         else:
@@ -154,7 +157,7 @@ def test_single_frame_detection_appears_in_exactly_that_frame(min_hits):
 
 
 def test_single_frame_detection_is_backfilled_but_never_carried_forward():
-    cfg = TrackConfig(backfill=4)
+    cfg = TrackConfig(backfill=4, min_hits=2)  # an unconfirmed track: not carried through misses
     frames: list[list[Detection]] = [[] for _ in range(20)]
     frames[7] = [_det(_box(10, 20))]
     out = _run(cfg, frames)

@@ -272,9 +272,13 @@ class Tracker:
             # Only confirmed tracks are carried through misses: an unconfirmed one may be a false
             # detection. If it is seen again while the gap is still held back, _fill_gap covers the gap.
             if track.misses > 0 and track.hits >= cfg.min_hits:
-                box = track.predicted_box()
+                # The motion model can be wrong exactly when the detector fails (a turn, a zoom, a
+                # stop): the covered box spans both the prediction and where the face was last seen.
+                # Landmarks follow the prediction alone, so alignment (generative method) stays sane.
+                predicted = track.predicted_box()
                 frame.regions[track.track_id] = FaceRegion(
-                    track.track_id, box, track.smoothed_landmarks(box), track.score, RegionSource.PREDICTED
+                    track.track_id, box_union(predicted, track.box), track.smoothed_landmarks(predicted),
+                    track.score, RegionSource.PREDICTED,
                 )
         self._tracks = alive
 
