@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-from styleface_cli.errors import OutputError
+from styleface_cli.errors import InputError, OutputError
 
 
 @contextlib.contextmanager
@@ -56,3 +56,13 @@ def check_output_path(input: Path, output: Path, overwrite: bool) -> None:
         raise OutputError(f"{output}: {folder} is not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"{output}: the folder {folder} is not writable")
+
+
+def check_input_file(path: Path) -> None:
+    """InputError unless ``path`` is an existing, non-empty regular file (videos and images alike)."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty")

@@ -21,6 +21,7 @@ from av.video.reformatter import VideoReformatter
 
 from styleface_cli.errors import InputError
 from styleface_cli.records import Frame, VideoInfo
+from styleface_cli.video.atomic import check_input_file
 
 # How much earlier than its declared duration a stream without a frame index (Matroska, WebM)
 # may end before it counts as truncated: a little more than the last frame may be missing from
@@ -48,7 +49,7 @@ class VideoReader:
     """
 
     def __init__(self, path: Path) -> None:
-        _check_file(path)
+        check_input_file(path)
         self.path = path
         try:
             self._container = av.open(str(path), metadata_errors="replace")
@@ -155,15 +156,6 @@ class VideoReader:
             color_trc=int(first.color_trc),
             colorspace=int(first.colorspace),
         )
-
-
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if not path.is_file():
-        raise InputError(f"{path}: not a file")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: the file is empty")
 
 
 def _video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:

@@ -15,7 +15,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from styleface_cli.errors import InputError, OutputError
 from styleface_cli.records import VideoInfo
-from styleface_cli.video.atomic import atomic_output
+from styleface_cli.video.atomic import atomic_output, check_input_file
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
@@ -34,12 +34,7 @@ def read_image(path: Path) -> tuple[np.ndarray, VideoInfo]:
     the upright size, one frame, and the file's format and PIL mode as ``codec`` and ``pix_fmt``.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if not path.is_file():
-        raise InputError(f"{path}: not a file")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: the file is empty")
+    check_input_file(path)
     try:
         with Image.open(path) as opened:
             opened.load()  # decode now: a truncated file fails here, not later

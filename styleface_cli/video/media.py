@@ -12,7 +12,7 @@ from typing import Iterator
 import numpy as np
 
 from styleface_cli.config import EncodeConfig
-from styleface_cli.errors import InputError, OutputError
+from styleface_cli.errors import OutputError
 from styleface_cli.records import Frame, VideoInfo
 from styleface_cli.video.decode import open_video
 from styleface_cli.video.encode import VideoWriter
@@ -56,11 +56,7 @@ class ImageWriter:
 def open_media(path: Path) -> "ImageReader | object":
     """A context manager with ``.info`` that iterates ``Frame`` records, for a video or an image."""
     path = Path(path)
-    if is_image_path(path):
-        if not path.is_file():
-            raise InputError(f"{path}: no such file")
-        return ImageReader(path)
-    return open_video(path)
+    return ImageReader(path) if is_image_path(path) else open_video(path)
 
 
 def media_writer(output: Path, info: VideoInfo, cfg: EncodeConfig, source: Path) -> "ImageWriter | VideoWriter":
