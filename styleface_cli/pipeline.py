@@ -69,7 +69,7 @@ def run(*, source: Path, output: Path, cfg: AnonymizeConfig, tools: Tools, on_fr
         detected = detect(frames, tools.detector, upright_k=media.info.rotation // 90, batch_size=tools.detector.batch_size)
         with_cuts = find_scene_cuts(detected, SceneCutDetector(cfg.track.scene_cut_threshold))
         tracked = threads.enter_context(contextlib.closing(ahead(track(with_cuts, Tracker(cfg.track)))))
-        chosen = choose_faces(tracked, tools.chooser(media.info))
+        chosen = choose_faces(tracked, tools.chooser())
         hidden = hide(chosen)
         encode(count(log.record(hidden), stats, on_frame), writer)
     if cfg.export_tracks is not None:

@@ -19,7 +19,7 @@ from styleface_cli.errors import ConfigError, InputError
 from styleface_cli.face.align import ARCFACE_TEMPLATE_112, estimate_affine, warp_crop
 from styleface_cli.face.detect import RotatingDetector, create_detector
 from styleface_cli.face.obfuscate import obfuscate_stream
-from styleface_cli.records import Detection, FaceRegion, Frame, FrameFaces, VideoInfo
+from styleface_cli.records import Detection, FaceRegion, Frame, FrameFaces
 from styleface_cli.video.images import read_image
 
 Stream = Iterator[tuple[Frame, FrameFaces]]
@@ -46,7 +46,7 @@ class Tools:
                             device=self.cfg.generate.device)
         return FaceGenerator(self.model, bank, self.cfg.generate, self.cfg.obfuscate)
 
-    def chooser(self, info: VideoInfo) -> Callable[[Frame, list[FaceRegion]], list[FaceRegion]] | None:
+    def chooser(self) -> Callable[[Frame, list[FaceRegion]], list[FaceRegion]] | None:
         """Which regions of a frame to process, for one input (None: all of them)."""
         select = self.cfg.select
         if select.mode == "all":
