@@ -174,10 +174,15 @@ def build_config(
     if (sources or mix) and not generative:
         raise ConfigError(f"a source identity needs the StyleFace generator; {reason}")
     kernel_policy = "auto"
+    run_on = resolve_device(device) if generative else "cpu"
     if generative:
         from styleface_cli.ops import resolve_policy
 
         kernel_policy = resolve_policy(kernels if kernels is not None else env.get("STYLEFACE_KERNELS"))
+        if kernel_policy == "auto" and run_on == "cpu":
+            # measured (README, generator benchmark): on a CPU PyTorch's own ops beat the C++ kernels,
+            # so auto neither compiles nor uses them there; --kernels compiled still forces them
+            kernel_policy = "ref"
     return AnonymizeConfig(
         method=ran,
         method_reason=reason,
@@ -189,7 +194,7 @@ def build_config(
         obfuscate=ObfuscateConfig(method=ran if ran in OBFUSCATIONS else "blur", mask_scale=mask_scale, feather=feather,
                                   strength=strength),
         generate=GenerateConfig(checkpoint=choice.path if generative else None, batch_size=batch_size,
-                                device=resolve_device(device) if generative else "cpu", kernels=kernel_policy),
+                                device=run_on, kernels=kernel_policy),
         identity=IdentityConfig(seed=seed, min_distance=min_identity_distance, strength=identity_strength,
                                 sources=tuple(sources), mix=parse_mix(mix)),
         select=select,
