@@ -15,12 +15,11 @@ from typing import Callable, Iterator
 import numpy as np
 
 from styleface_cli.config import AnonymizeConfig
-from styleface_cli.errors import ConfigError, InputError
+from styleface_cli.errors import ConfigError
 from styleface_cli.face.align import ARCFACE_TEMPLATE_112, estimate_affine, warp_crop
 from styleface_cli.face.detect import RotatingDetector, create_detector
 from styleface_cli.face.obfuscate import obfuscate_stream
-from styleface_cli.records import Detection, FaceRegion, Frame, FrameFaces
-from styleface_cli.video.images import read_image
+from styleface_cli.records import FaceRegion, Frame, FrameFaces
 
 Stream = Iterator[tuple[Frame, FrameFaces]]
 
@@ -51,23 +50,19 @@ class Tools:
         select = self.cfg.select
         if select.mode == "all":
             return None
+        from styleface_cli.face.match import TrackMatcher, largest_region
+
         if select.mode == "largest":
-            return lambda frame, regions: [max(regions, key=_area)] if regions else []
+            return lambda frame, regions: [largest_region(regions)] if regions else []
         if select.mode == "tracks":
             wanted = set(select.track_ids)
             return lambda frame, regions: [r for r in regions if r.track_id in wanted]
-        from styleface_cli.face.match import TrackMatcher
-
         matcher = TrackMatcher(self.recognizer, self.references, votes=1)
         if select.mode == "faces":  # swap only the people in the photos; until known, leave a face alone
             return lambda frame, regions: [r for r in regions if matcher.matches(frame.image, r, safe_default=False)]
         if select.mode == "except":  # hide all but the people in the photos; until known, hide
             return lambda frame, regions: [r for r in regions if not matcher.matches(frame.image, r, safe_default=False)]
         raise ConfigError(f"unknown face selection {select.mode!r}")
-
-
-def _area(region: FaceRegion) -> float:
-    return float((region.box[2] - region.box[0]) * (region.box[3] - region.box[1]))
 
 
 def prepare_tools(cfg: AnonymizeConfig) -> Tools:
@@ -91,20 +86,12 @@ def prepare_tools(cfg: AnonymizeConfig) -> Tools:
     return tools
 
 
-def largest_face(path: Path, detector: RotatingDetector) -> tuple[np.ndarray, Detection]:
-    """The image at ``path`` and its largest face (with landmarks); InputError when it has none."""
-    image, _ = read_image(path)
-    faces = [d for d in detector.detect(image) if d.landmarks is not None]
-    if not faces:
-        raise InputError(f"no face found in {path}")
-    return image, max(faces, key=lambda d: float((d.box[2] - d.box[0]) * (d.box[3] - d.box[1])))
-
-
 def source_identity(tools: Tools, paths) -> object:
     """The identity code of the person in ``paths`` (one or more photos; codes averaged)."""
     import torch
 
     from styleface_cli.face.identity import average_codes, to_tensor
+    from styleface_cli.face.match import largest_face
 
     codes = []
     with torch.inference_mode():

@@ -151,6 +151,15 @@ def largest_region(regions: Sequence[FaceRegion]) -> FaceRegion | None:
     return max(regions, key=lambda region: _box_area(region.box), default=None)
 
 
+def largest_face(path: Path, detector) -> tuple[np.ndarray, Detection]:
+    """The photo at ``path`` (RGB) and its largest face with landmarks; ``InputError`` when it has none."""
+    image, _ = read_image(Path(path))
+    faces: list[Detection] = [d for d in detector.detect(image) if d.landmarks is not None]
+    if not faces:
+        raise InputError(f"no face found in {path}")
+    return image, max(faces, key=lambda d: _box_area(d.box))
+
+
 def reference_embeddings(paths: Sequence[Path], recognizer: FaceRecognizer, detector) -> list[np.ndarray]:
     """One descriptor per reference photo: of its largest face.
 
@@ -159,11 +168,7 @@ def reference_embeddings(paths: Sequence[Path], recognizer: FaceRecognizer, dete
     """
     descriptors = []
     for path in paths:
-        image, _ = read_image(Path(path))
-        faces: list[Detection] = [d for d in detector.detect(image) if d.landmarks is not None]
-        if not faces:
-            raise InputError(f"no face found in {path}")
-        face = max(faces, key=lambda d: _box_area(d.box))
+        image, face = largest_face(path, detector)
         descriptors.append(recognizer.embed(image, face.landmarks, face.box))
     return descriptors
 
