@@ -33,7 +33,7 @@ class TrackConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EncodeConfig:
-    codec: str = "libx264"
+    codec: str = "auto"  # libx264, or libvpx-vp9 for .webm outputs; any FFmpeg encoder name
     crf: int = 20  # constant rate factor (quality; lower is better), mapped per encoder
     preset: str = "veryfast"
     encoder_options: tuple[tuple[str, str], ...] = ()  # passed through to the encoder as is

@@ -243,3 +243,15 @@ def test_error_message_is_one_line_from_the_console_script(tmp_path):
     assert len(errors) == 1 and "nope.mp4" in errors[0]
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+def test_webm_output_gets_vp9_and_opus_without_asking(tmp_path):
+    clip = tmp_path / "in.mp4"
+    media.make_video(clip, width=64, height=48, frames=6, audio_streams=1)
+    out = tmp_path / "out.webm"
+    result = run("anonymize", str(clip), "-o", str(out), "--quiet")
+    assert result.exit_code == 0, result.output
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].codec_context.name == "vp9"
+        assert [s.codec_context.name for s in container.streams.audio] == ["opus"]
+    assert len(media.read_all(out)[1]) == 6

@@ -162,3 +162,12 @@ def test_builders_do_not_mutate_their_inputs():
     first = build_encoder_options(cfg, INFO)
     first["crf"] = "99"
     assert build_encoder_options(cfg, INFO)["crf"] == "20"
+
+
+def test_auto_codec_follows_the_container():
+    from styleface_cli.video.encode import resolve_codec
+
+    assert resolve_codec("auto", ".mp4") == resolve_codec("auto", ".MKV") == "libx264"
+    assert resolve_codec("auto", ".webm") == "libvpx-vp9"
+    assert resolve_codec("libx265", ".webm") == "libx265"  # an explicit choice is kept (and fails clearly)
+    assert build_encoder_options(EncodeConfig(), INFO, ".webm")["b"] == "0"

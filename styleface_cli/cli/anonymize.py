@@ -64,7 +64,7 @@ Mix = Annotated[str, typer.Option("--mix", help="Per-level identity mixing, e.g.
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Face crops per generator call.", rich_help_panel=_GEN)]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.", rich_help_panel=_GEN)]
 Kernels = Annotated[Optional[str], typer.Option("--kernels", help="auto | compiled | ref (custom ops; default $STYLEFACE_KERNELS or auto).", rich_help_panel=_GEN)]
-Codec = Annotated[str, typer.Option("--codec", help="Video encoder (libx264, libx265, libvpx-vp9, ...).", rich_help_panel=_ENC)]
+Codec = Annotated[str, typer.Option("--codec", help="Video encoder: auto (H.264; VP9 for .webm), libx264, libx265, libvpx-vp9, ...", rich_help_panel=_ENC)]
 Crf = Annotated[int, typer.Option("--crf", help="Quality (lower is better).", rich_help_panel=_ENC)]
 Preset = Annotated[str, typer.Option("--preset", help="Encoder speed preset.", rich_help_panel=_ENC)]
 EncoderOption = Annotated[list[str], typer.Option("--encoder-option", help="KEY=VALUE passed to the encoder (repeatable).", rich_help_panel=_ENC)]

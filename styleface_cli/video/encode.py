@@ -61,15 +61,23 @@ class VideoStreamSettings:
     codec_tag: str | None  # "hvc1" for HEVC in MP4/MOV, which Apple players require
 
 
-def build_encoder_options(cfg: EncodeConfig, info: VideoInfo) -> dict[str, str]:
-    """Encoder options for ``cfg.codec``: quality and speed in each encoder's own terms.
+def resolve_codec(codec: str, suffix: str) -> str:
+    """``"auto"`` -> H.264 (libx264), or VP9 for WebM, which cannot hold H.264; any other name as given."""
+    if codec != "auto":
+        return codec
+    return "libvpx-vp9" if suffix.lower() == ".webm" else "libx264"
+
+
+def build_encoder_options(cfg: EncodeConfig, info: VideoInfo, suffix: str = ".mp4") -> dict[str, str]:
+    """Encoder options for ``cfg.codec`` (``auto`` resolved for ``suffix``): quality and speed in each
+    encoder's own terms.
 
     ``cfg.crf`` is on x264's scale (0-51, lower is better) and ``cfg.preset`` is an x264 preset
     name; both are translated for the other encoders. ``cfg.encoder_options`` override the result.
     ``info`` is the input's description (the options do not depend on it today).
     """
     del info  # kept in the signature: options that depend on the input belong here
-    codec, crf = cfg.codec, cfg.crf
+    codec, crf = resolve_codec(cfg.codec, suffix), cfg.crf
     rank = PRESETS.index(cfg.preset) if cfg.preset in PRESETS else None
     crf_63 = str(round(crf * 63 / 51))  # VP9 and AV1 count 0-63
     if codec in ("libx264", "libx264rgb"):
@@ -103,10 +111,11 @@ def build_encoder_options(cfg: EncodeConfig, info: VideoInfo) -> dict[str, str]:
 def build_stream_settings(cfg: EncodeConfig, info: VideoInfo, suffix: str = ".mp4") -> VideoStreamSettings:
     """The output stream for ``info``'s video in a file named ``*suffix``: same size, timing, colour, rotation."""
     odd = info.width % 2 == 1 or info.height % 2 == 1
-    pix_fmt = "yuv444p" if odd and cfg.codec not in _ODD_SIZE_420 else "yuv420p"
-    hevc = cfg.codec in ("libx265", "hevc_nvenc", "hevc_qsv", "hevc_vaapi", "hevc_videotoolbox")
+    codec = resolve_codec(cfg.codec, suffix)
+    pix_fmt = "yuv444p" if odd and codec not in _ODD_SIZE_420 else "yuv420p"
+    hevc = codec in ("libx265", "hevc_nvenc", "hevc_qsv", "hevc_vaapi", "hevc_videotoolbox")
     return VideoStreamSettings(
-        codec=cfg.codec,
+        codec=codec,
         width=info.width,
         height=info.height,
         pix_fmt=pix_fmt,
@@ -282,7 +291,7 @@ class VideoWriter:
 
     def _add_video_stream(self) -> av.VideoStream:
         s, cfg = self.settings, self.cfg
-        options = build_encoder_options(cfg, self.info)
+        options = build_encoder_options(cfg, self.info, self._suffix)
         try:
             stream = self._container.add_stream(s.codec, rate=s.frame_rate, options=options)
         except ValueError as error:  # unknown encoder, or one this container cannot hold
