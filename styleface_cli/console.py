@@ -35,9 +35,13 @@ class Reporter:
     def error(self, message: str) -> None:
         stderr.print(f"styleface: error: {message}", markup=False, style="red")
 
+    @property
+    def shows_progress(self) -> bool:
+        """Progress bars only for a person watching: stderr is a terminal and --quiet is off."""
+        return not self.quiet and stderr.is_terminal
+
     def progress(self, label: str, total: int | None) -> "FrameProgress":
-        enabled = not self.quiet and stderr.is_terminal
-        return FrameProgress(label, total, enabled)
+        return FrameProgress(label, total, self.shows_progress)
 
     def result(self, record: dict[str, Any]) -> None:
         """One result: a JSON line on stdout with --json, else a short human line on stderr."""

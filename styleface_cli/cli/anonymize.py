@@ -32,6 +32,8 @@ from styleface_cli.face.obfuscate import METHODS as OBFUSCATIONS
 from styleface_cli.inputs import Job, plan_jobs
 from styleface_cli.tools import Tools, prepare_tools
 from styleface_cli.video.atomic import check_output_path
+from styleface_cli.video.decode import probe
+from styleface_cli.video.images import is_image_path
 
 METHODS = ("auto", "styleface") + OBFUSCATIONS
 _OUT, _DET, _TRK, _HIDE, _GEN, _ENC = "Output", "Detection", "Tracking", "Hiding", "Generator", "Encoding"
@@ -216,7 +218,7 @@ def run_jobs(jobs: list[Job], *, overwrite: bool, reporter: Reporter, cfg: Anony
                 except OSError as error:
                     raise OutputError(f"cannot create the output folder {job.output.parent}: {error.strerror}") from error
             check_output_path(job.source, job.output, overwrite)
-            with reporter.progress(job.source.name, None) as bar:
+            with reporter.progress(job.source.name, expected_frames(job.source) if reporter.shows_progress else None) as bar:
                 stats = work(job, lambda faces: bar.advance(1, len(faces.regions)))
             record.update(status="ok", frames=stats.frames, faces=stats.faces, tracks=stats.tracks,
                           regions_by_source=stats.sources, seconds=round(stats.seconds, 3),
@@ -236,6 +238,16 @@ def run_jobs(jobs: list[Job], *, overwrite: bool, reporter: Reporter, cfg: Anony
     if not failed:
         return int(ExitCode.OK)
     return failed[0] if len(codes) == 1 else int(ExitCode.PARTIAL)
+
+
+def expected_frames(source: Path) -> int | None:
+    """How many frames the progress bar counts to (for its ETA); None when the container does not say."""
+    if is_image_path(source):
+        return 1
+    try:
+        return probe(source).frame_count or None
+    except StylefaceError:
+        return None  # the run itself reports the problem
 
 
 def _start(cfg: AnonymizeConfig, reporter: Reporter, jobs: list[Job]) -> Tools:
