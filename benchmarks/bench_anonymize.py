@@ -1,7 +1,8 @@
 """Speed and memory of ``styleface anonymize`` against deface and against the decode+encode floor.
 
 For each clip (the 720p fixture and a 1080p upscale of it that this script makes), in one run:
-- ``floor``: a plain PyAV decode + H.264 encode of the clip with styleface's encoder settings;
+- ``floor``: a pure PyAV decode + H.264 encode of the clip with styleface's encoder settings (frames go
+  straight from decoder to encoder), and the same with the RGB round trip every pixel-editing pipeline makes;
 - ``styleface``: ``styleface anonymize`` with its defaults;
 - ``deface``: the ``deface`` CLI with its defaults (CenterFace at full resolution, imageio-ffmpeg);
 each as a separate process, timed on the wall clock and with its peak resident memory.
@@ -26,22 +27,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "videos" / "talking_720p.mp4"
 BIN = Path(sys.executable).parent
+FLOOR = "floor: PyAV decode + encode"
 
 FLOOR_SCRIPT = r"""
 import sys, av
-src, dst, preset, crf = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+from av.video.reformatter import VideoReformatter
+src, dst, preset, crf, rgb = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] == "rgb"
 with av.open(src) as inp, av.open(dst, "w") as out:
     vin = inp.streams.video[0]
     vin.thread_type = "AUTO"
     vout = out.add_stream("libx264", rate=vin.average_rate, options={"preset": preset, "crf": crf})
     vout.width, vout.height, vout.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
     vout.codec_context.thread_type = "AUTO"
+    to_rgb, to_yuv = VideoReformatter(), VideoReformatter()  # reused: a new converter per frame costs more
     n = 0
     for frame in inp.decode(vin):
-        image = frame.to_ndarray(format="rgb24")  # the pipeline works on RGB arrays too
-        new = av.VideoFrame.from_ndarray(image, format="rgb24")
-        new.pts = None
-        for packet in vout.encode(new):
+        if rgb:  # the round trip through RGB arrays that any pixel-editing pipeline makes
+            image = to_rgb.reformat(frame, format="rgb24").to_ndarray()
+            frame = to_yuv.reformat(av.VideoFrame.from_ndarray(image, format="rgb24"), format="yuv420p")
+        frame.pts, frame.time_base = n, 1 / vin.average_rate
+        for packet in vout.encode(frame):
             out.mux(packet)
         n += 1
     for packet in vout.encode():
@@ -87,8 +92,9 @@ def bench_clip(clip: Path, work: Path, skip_deface: bool) -> dict:
     frames = frame_count(clip)
     rows = {}
     floor = work / f"{clip.stem}_floor.mp4"
-    seconds, peak = peak_rss_run([sys.executable, "-c", FLOOR_SCRIPT, str(clip), str(floor), EncodeConfig.preset, str(EncodeConfig.crf)])
-    rows["floor (PyAV decode+encode)"] = (seconds, peak)
+    for kind, label in (("pure", FLOOR), ("rgb", "floor + RGB round trip")):
+        rows[label] = peak_rss_run([sys.executable, "-c", FLOOR_SCRIPT, str(clip), str(floor), EncodeConfig.preset,
+                                    str(EncodeConfig.crf), kind])
     out = work / f"{clip.stem}_styleface.mp4"
     seconds, peak = peak_rss_run([str(BIN / "styleface"), "anonymize", str(clip), "-o", str(out), "--overwrite", "--quiet"])
     rows["styleface anonymize"] = (seconds, peak)
@@ -100,7 +106,8 @@ def bench_clip(clip: Path, work: Path, skip_deface: bool) -> dict:
     fps = {k: frames / s for k, (s, _) in rows.items()}
     if "deface" in fps:
         result["speedup_vs_deface"] = round(fps["styleface anonymize"] / fps["deface"], 2)
-    result["fraction_of_floor"] = round(fps["styleface anonymize"] / fps["floor (PyAV decode+encode)"], 2)
+    result["fraction_of_floor"] = round(fps["styleface anonymize"] / fps[FLOOR], 2)
+    result["fraction_of_rgb_floor"] = round(fps["styleface anonymize"] / fps["floor + RGB round trip"], 2)
     return result
 
 
@@ -131,7 +138,8 @@ def main() -> None:
     for result in results:
         for name, row in result["rows"].items():
             print(f"| {result['clip']} | {result['frames']} | {name} | {row['fps']} | {row['peak_mb']} |")
-        extra = f"styleface/deface = {result.get('speedup_vs_deface', 'n/a')}x, styleface/floor = {result['fraction_of_floor']}"
+        extra = (f"styleface/deface = {result.get('speedup_vs_deface', 'n/a')}x, styleface/floor = {result['fraction_of_floor']}, "
+                 f"styleface/(floor + RGB) = {result['fraction_of_rgb_floor']}")
         print(f"| {result['clip']} | | ratios | {extra} | |")
 
 
