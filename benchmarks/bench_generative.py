@@ -39,7 +39,6 @@ def styleface(*args: str) -> dict:
 
 
 def stability(clip: Path, work: Path, checkpoint: Path) -> dict:
-    from styleface_cli.face.blend import face_mask
     from styleface_cli.tracks_file import read_tracks
     from tests import media
 
@@ -73,7 +72,6 @@ def throughput(work: Path, frames: int) -> list[dict]:
     from styleface_cli.model import StyleFaceConfig, init_checkpoint
 
     clip = work / "talking_720p_short.mp4"
-    fps = 30
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(VIDEOS / "talking_720p.mp4"),
                     "-frames:v", str(frames), "-c:v", "libx264", "-crf", "16", "-an", str(clip)], check=True)
     rows = []

@@ -25,7 +25,7 @@ from styleface_cli.face.identity import IdentityBank, code_fingerprint, to_image
 from styleface_cli.face.obfuscate import obfuscate_frame
 from styleface_cli.face.smooth import AlignmentSmoother
 from styleface_cli.model import IdentityCode, StyleFace
-from styleface_cli.records import FaceRegion, Frame, FrameFaces
+from styleface_cli.records import Frame, FrameFaces
 
 Stream = Iterator[tuple[Frame, FrameFaces]]
 

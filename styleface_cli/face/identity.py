@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from styleface_cli.config import IdentityConfig
-from styleface_cli.face.align import ARCFACE_TEMPLATE_112, estimate_affine, ffhq_template, warp_crop
+from styleface_cli.face.align import ffhq_to_arcface, warp_crop
 from styleface_cli.model import IdentityCode, StyleFace, interpolate_w, mix_levels
 
 LEVEL_NAMES = ("low", "mid", "high")
@@ -40,11 +40,6 @@ def to_images(tensor: torch.Tensor) -> np.ndarray:
     """[N, 3, H, W] float in [-1, 1] -> [N, H, W, 3] uint8 RGB."""
     images = (tensor.detach().float().clamp(-1, 1) + 1.0) * 127.5
     return images.round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-def ffhq_to_arcface(size: int) -> np.ndarray:
-    """The fixed [2, 3] map from a ``size`` FFHQ-aligned crop to the 112x112 recogniser crop."""
-    return estimate_affine(ffhq_template(size), ARCFACE_TEMPLATE_112)
 
 
 def arcface_crops_from_aligned(crops: torch.Tensor) -> torch.Tensor:
