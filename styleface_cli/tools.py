@@ -16,7 +16,7 @@ import numpy as np
 
 from styleface_cli.config import AnonymizeConfig
 from styleface_cli.errors import ConfigError
-from styleface_cli.face.align import ARCFACE_TEMPLATE_112, estimate_affine, warp_crop
+from styleface_cli.face.align import align_face
 from styleface_cli.face.detect import RotatingDetector, create_detector
 from styleface_cli.face.obfuscate import obfuscate_stream
 from styleface_cli.records import FaceRegion, Frame, FrameFaces
@@ -97,6 +97,6 @@ def source_identity(tools: Tools, paths) -> object:
     with torch.inference_mode():
         for path in paths:
             image, face = largest_face(Path(path), tools.detector)
-            crop = warp_crop(image, estimate_affine(face.landmarks, ARCFACE_TEMPLATE_112), 112)
+            crop, _ = align_face(image, face.landmarks, 112, frame="arcface")
             codes.append(tools.model.encode_identity(to_tensor(crop, tools.cfg.generate.device)))
     return average_codes(codes)
