@@ -17,7 +17,8 @@ class DetectConfig:
     threshold: float = 0.2  # detections at or above this score are covered
     max_size: int = 640  # longest side (px) the detector sees (frames are scaled to it); 0 = as they are
     rotations: tuple[int, ...] = ()  # extra passes, degrees (e.g. (90, -90)) for sideways faces
-    threads: int = 0  # onnxruntime intra-op threads; 0 = onnxruntime's default
+    threads: int = 0  # onnxruntime intra-op threads per call; 0 = 1 on a CPU (see workers), the default on a GPU
+    workers: int = 0  # detector calls in flight at once; 0 = one per CPU core (at most 4) on a CPU, 1 on a GPU
     batch_size: int = 0  # frames per detector call; 0 = 8 on a GPU, 1 on a CPU
 
 

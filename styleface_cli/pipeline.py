@@ -12,6 +12,7 @@ image is a one-frame stream.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import queue
@@ -23,7 +24,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 
 from styleface_cli.config import AnonymizeConfig
 from styleface_cli.face.detect import Detector
-from styleface_cli.face.scenecut import SceneCutDetector
+from styleface_cli.face.scenecut import SAMPLE_SIZE, SceneCutDetector
 from styleface_cli.face.track import Tracker
 from styleface_cli.records import Detection, FaceRegion, Frame, FrameFaces
 from styleface_cli.tools import Tools
@@ -66,7 +67,8 @@ def run(*, source: Path, output: Path, cfg: AnonymizeConfig, tools: Tools, on_fr
             contextlib.ExitStack() as threads:  # closed first: stage threads stop before reader and writer
         log = TrackLog(media.info)
         frames = threads.enter_context(contextlib.closing(decode(media)))
-        detected = detect(frames, tools.detector, upright_k=media.info.rotation // 90, batch_size=tools.detector.batch_size)
+        detected = detect(frames, tools.detector, upright_k=media.info.rotation // 90, batch_size=tools.detector.batch_size,
+                          workers=tools.detector.workers)
         with_cuts = find_scene_cuts(detected, SceneCutDetector(cfg.track.scene_cut_threshold))
         tracked = threads.enter_context(contextlib.closing(ahead(track(with_cuts, Tracker(cfg.track)))))
         chosen = choose_faces(tracked, tools.chooser())
@@ -110,22 +112,26 @@ def ahead(stream: Iterator, depth: int = 4) -> Iterator:
     return _threaded(stream, depth)
 
 
-def detect(frames: Iterator[Frame], detector: Detector, upright_k: int = 0, batch_size: int = 1) -> Iterator[tuple[Frame, list[Detection]]]:
-    """Each frame with the faces the detector finds in it, ``batch_size`` frames per network call."""
-    batch: list[Frame] = []
-    for frame in frames:
-        batch.append(frame)
-        if len(batch) >= batch_size:
-            yield from zip(batch, detector.detect_batch([f.image for f in batch], upright_k))
-            batch = []
-    if batch:
-        yield from zip(batch, detector.detect_batch([f.image for f in batch], upright_k))
+def detect(frames: Iterator[Frame], detector: Detector, upright_k: int = 0, batch_size: int = 1,
+           workers: int = 1) -> Iterator[tuple[Frame, list[Detection]]]:
+    """Each frame with the faces the detector finds in it, in order: ``batch_size`` frames per network
+    call, ``workers`` calls in flight at once (onnxruntime runs concurrent calls on their callers' threads)."""
+    with concurrent.futures.ThreadPoolExecutor(max(workers, 1), thread_name_prefix="styleface-detect") as pool:
+        pending: deque[tuple[list[Frame], concurrent.futures.Future]] = deque()
+        for batch in _batched(frames, batch_size):
+            pending.append((batch, pool.submit(detector.detect_batch, batch, upright_k)))
+            if len(pending) > workers:
+                done, found = pending.popleft()
+                yield from zip(done, found.result())
+        while pending:
+            done, found = pending.popleft()
+            yield from zip(done, found.result())
 
 
 def find_scene_cuts(stream: Iterator[tuple[Frame, list[Detection]]], is_cut: SceneCutDetector) -> Iterator[tuple[Frame, list[Detection], bool]]:
     """Flag the first frame of every new shot, so no track (and no mask) is dragged across a cut."""
     for frame, detections in stream:
-        yield frame, detections, is_cut(frame.image)
+        yield frame, detections, is_cut(frame.scaled(*SAMPLE_SIZE, nearest=True))
 
 
 def track(stream: Iterator[tuple[Frame, list[Detection], bool]], tracker: Tracker) -> Stream:
@@ -170,6 +176,17 @@ def encode(stream: Stream, writer: Writer, depth: int = 4) -> None:
 
 # --------------------------------------------------------------------------------------------------
 # Helpers
+
+
+def _batched(items: Iterator, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _pair(held: deque[Frame], faces: FrameFaces) -> tuple[Frame, FrameFaces]:

@@ -17,8 +17,13 @@ import dataclasses
 import enum
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from styleface_cli.video.pixels import YuvPixels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,14 +49,68 @@ class VideoInfo:
     colorspace: int = 2  # AVColorSpace (the YUV matrix): 1 BT.709, 2 unspecified, 6 SMPTE 170M, ...
 
 
-@dataclasses.dataclass
 class Frame:
-    """One decoded frame, in decode order, with its own timestamp (VFR is kept as it is)."""
+    """One decoded frame, in decode order, with its own timestamp (VFR is kept as it is).
 
-    index: int  # 0-based position in the stream
-    pts: int | None  # presentation timestamp in ``VideoInfo.time_base`` units
-    time_s: float  # presentation time in seconds
-    image: np.ndarray  # [H, W, 3] uint8 RGB, stored orientation
+    Its pixels are ``image`` ([H, W, 3] uint8 RGB, stored orientation). A frame straight from the video
+    reader may instead hold the decoder's YUV 4:2:0 planes (``yuv``, see ``video/pixels.py``): ``image``
+    then converts them on first use, after which ``yuv`` is None and RGB is the frame's pixels. Stages
+    that can work without RGB (detection via ``scaled``, obfuscation, encoding) check ``yuv`` first.
+    """
+
+    __slots__ = ("index", "pts", "time_s", "_image", "_yuv")
+
+    def __init__(self, index: int, pts: int | None, time_s: float, image: np.ndarray | None = None,
+                 yuv: YuvPixels | None = None) -> None:
+        if (image is None) == (yuv is None):
+            raise ValueError("a Frame holds either an RGB image or YUV planes")
+        self.index = index  # 0-based position in the stream
+        self.pts = pts  # presentation timestamp in ``VideoInfo.time_base`` units
+        self.time_s = time_s  # presentation time in seconds
+        self._image = image
+        self._yuv = yuv
+
+    @property
+    def image(self) -> np.ndarray:
+        """[H, W, 3] uint8 RGB (converted from the planes, edits included, on first use)."""
+        if self._image is None:
+            self._image = self._yuv.rgb()
+            self._yuv = None
+        return self._image
+
+    @image.setter
+    def image(self, image: np.ndarray) -> None:
+        self._image, self._yuv = image, None
+
+    @property
+    def yuv(self) -> YuvPixels | None:
+        """The decoder's planes while the frame is still held that way, else None."""
+        return self._yuv
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        if self._yuv is not None:
+            return self._yuv.width, self._yuv.height
+        return self._image.shape[1], self._image.shape[0]
+
+    def scaled(self, width: int, height: int, nearest: bool = False) -> np.ndarray:
+        """[height, width, 3] uint8 RGB copy of the frame at another size (area averaging when shrinking,
+        bilinear when enlarging; ``nearest`` samples instead, for cheap statistics), without converting
+        the whole frame when it holds planes."""
+        if self._yuv is not None:
+            return self._yuv.scaled_rgb(width, height, nearest)
+        if (width, height) == self.size:
+            return self._image.copy()
+        if nearest:
+            interpolation = cv2.INTER_NEAREST
+        else:
+            interpolation = cv2.INTER_AREA if width < self.size[0] or height < self.size[1] else cv2.INTER_LINEAR
+        return cv2.resize(self._image, (width, height), interpolation=interpolation)
+
+    def __repr__(self) -> str:
+        pixels = "yuv" if self._yuv is not None else "rgb"
+        return f"Frame(index={self.index}, pts={self.pts}, time_s={self.time_s:.3f}, {pixels} {self.size[0]}x{self.size[1]})"
 
 
 @dataclasses.dataclass(frozen=True)

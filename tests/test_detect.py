@@ -14,7 +14,7 @@ from styleface_cli.face.detect import (
     ScrfdBackend,
     create_detector,
     detection_size,
-    letterbox,
+    pad_to,
     nms,
     rotate_points_back,
 )
@@ -29,16 +29,19 @@ def insightface_photo() -> np.ndarray:
 
 
 def test_detection_size_scales_longest_side_and_pads_to_stride():
-    assert detection_size(1920, 1080, 640) == (pytest.approx(1 / 3), 640, 384)
+    # 1080p fills whole strides at 2% less than 1/3 (626x352 in 640x352) instead of padding 640x360 to 640x384
+    assert detection_size(1920, 1080, 640) == (pytest.approx(352 / 1080), 640, 352)
+    assert detection_size(1000, 1000, 640) == (pytest.approx(0.64), 640, 640)  # no padding to save
     scale, w, h = detection_size(65, 49, 0)
     assert (scale, w, h) == (1.0, 96, 64)
-    assert detection_size(480, 270, 640)[0] == pytest.approx(4 / 3)  # small frames grow
+    assert detection_size(480, 270, 640) == (pytest.approx(4 / 3), 640, 384)  # small frames grow, as they are
+    assert detection_size(640, 360, 640) == (1.0, 640, 384)  # never resampled just to save padding
     assert detection_size(100, 50, 640)[0] == 2.0  # at most twice
 
 
-def test_letterbox_pads_without_stretching():
+def test_pad_to_pads_without_stretching():
     image = np.full((49, 65, 3), 200, np.uint8)
-    out = letterbox(image, 1.0, 96, 64)
+    out = pad_to(image, 96, 64)
     assert out.shape == (64, 96, 3)
     assert (out[:49, :65] == 200).all() and (out[49:] == 0).all() and (out[:, 65:] == 0).all()
 

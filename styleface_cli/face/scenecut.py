@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 THUMB_SIZE = (128, 72)  # (width, height) of the thumbnail every cue is taken from
+SAMPLE_SIZE = (2 * THUMB_SIZE[0], 2 * THUMB_SIZE[1])  # the sampled grid it is averaged from (see thumbnail)
 _GRID = 3  # blocks per side of the histogram grid
 _BINS_H, _BINS_S, _BINS_V = 8, 4, 4
 _BINS = _BINS_H * _BINS_S * _BINS_V
@@ -48,7 +49,8 @@ def thumbnail(image: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected an [H, W, 3] uint8 RGB image, got {image.shape} {image.dtype}")
     # Nearest-neighbour first: averaging every pixel of a 1080p frame costs ~2.5 ms, sampling a
     # 256x144 grid and then averaging 2x2 costs ~0.1 ms and is just as good for these statistics.
-    sampled = cv2.resize(image, (2 * THUMB_SIZE[0], 2 * THUMB_SIZE[1]), interpolation=cv2.INTER_NEAREST)
+    # (The pipeline hands over ``Frame.scaled(*SAMPLE_SIZE, nearest=True)``, already sampled.)
+    sampled = image if image.shape[1::-1] == SAMPLE_SIZE else cv2.resize(image, SAMPLE_SIZE, interpolation=cv2.INTER_NEAREST)
     return cv2.resize(sampled, THUMB_SIZE, interpolation=cv2.INTER_AREA)
 
 

@@ -20,8 +20,6 @@ import collections
 import dataclasses
 
 import numpy as np
-from filterpy.kalman import KalmanFilter
-from scipy.optimize import linear_sum_assignment
 
 from styleface_cli.config import TrackConfig
 from styleface_cli.errors import ConfigError
@@ -124,7 +122,11 @@ class _Track:
         # relative to the box, so they move with whatever box carries them.
         self.smooth_box = box.astype(np.float64)
         self.smooth_landmarks = None if detection.landmarks is None else _to_box_frame(detection.landmarks, box)
-        # SORT's filter, with SORT's noise settings (Bewley et al., sort.py).
+        # SORT's filter, with SORT's noise settings (Bewley et al., sort.py). filterpy is imported here,
+        # not at the top: importing it pulls in scipy.stats (1.2 s of start-up), which this way happens
+        # on the tracking thread while the first frames are being decoded and detected.
+        from filterpy.kalman import KalmanFilter
+
         kf = KalmanFilter(dim_x=7, dim_z=4)
         kf.F = _F.copy()
         kf.H = _H.copy()
@@ -306,6 +308,8 @@ class Tracker:
             return [], list(range(len(boxes)))
         predicted = np.stack([_x_to_box(t.kf.x) for t in self._tracks])  # [T, 4]
         iou = iou_matrix(predicted, np.stack(boxes))  # [T, D]
+        from scipy.optimize import linear_sum_assignment  # imported late, like filterpy (see _Track)
+
         rows, cols = linear_sum_assignment(-iou)
         keep = iou[rows, cols] >= max(self._cfg.iou_threshold, 1e-9)
         matches = [(self._tracks[r], int(c)) for r, c in zip(rows[keep], cols[keep])]

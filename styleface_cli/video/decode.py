@@ -17,11 +17,11 @@ from pathlib import Path
 
 import av
 import av.error
-from av.video.reformatter import VideoReformatter
 
 from styleface_cli.errors import InputError
 from styleface_cli.records import Frame, VideoInfo
 from styleface_cli.video.atomic import check_input_file
+from styleface_cli.video.pixels import YuvPixels, frame_to_rgb, keeps_planes
 
 # How much earlier than its declared duration a stream without a frame index (Matroska, WebM)
 # may end before it counts as truncated: a little more than the last frame may be missing from
@@ -58,7 +58,6 @@ class VideoReader:
         try:
             self._stream = _video_stream(self._container, path)
             self._stream.thread_type = "AUTO"  # frame + slice threads in the decoder, without the GIL
-            self._rgb = VideoReformatter()
             self._expected_frames = _indexed_frame_count(self._stream)
             self._decoded = self._decode_frames()
             self._first = next(self._decoded, None)
@@ -80,7 +79,8 @@ class VideoReader:
         self._container.close()
 
     def __iter__(self) -> Iterator[Frame]:
-        """Yield every frame in presentation order: ``image`` is ``[H, W, 3]`` uint8 RGB, stored orientation."""
+        """Yield every frame in presentation order, stored orientation: 8-bit 4:2:0 frames keep their planes
+        (``Frame.yuv``), others are converted to RGB with their own matrix and range (BT.601 when untagged)."""
         time_base = self.info.time_base
         frame_s = 1 / self.info.average_fps if self.info.average_fps else Fraction(1, 25)
         index = 0
@@ -89,10 +89,10 @@ class VideoReader:
         while frame is not None:
             pts = frame.pts
             time_s = float(pts * time_base) if pts is not None else float(index * frame_s)
-            # With the frame's own matrix and range (BT.601 when untagged). One reformatter for
-            # all frames: frame.to_ndarray(format=...) would set up swscale anew for every frame.
-            image = self._rgb.reformat(frame, format="rgb24").to_ndarray()  # [H, W, 3] uint8
-            yield Frame(index=index, pts=pts, time_s=time_s, image=image)
+            if keeps_planes(frame):  # RGB only if a stage asks for it (see video/pixels.py)
+                yield Frame(index=index, pts=pts, time_s=time_s, yuv=YuvPixels(frame))
+            else:
+                yield Frame(index=index, pts=pts, time_s=time_s, image=frame_to_rgb(frame))
             index += 1
             frame = next(self._decoded, None)
 

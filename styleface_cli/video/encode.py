@@ -195,11 +195,16 @@ class VideoWriter:
     def write(self, frame: Frame) -> None:
         """Encode one frame at its own ``pts`` (``time_s`` stands in when ``pts`` is None)."""
         s = self.settings
-        if frame.image.shape != (s.height, s.width, 3) or frame.image.dtype != np.uint8:
-            raise ValueError(
-                f"frame {frame.index}: expected a [{s.height}, {s.width}, 3] uint8 image, "
-                f"got {list(frame.image.shape)} {frame.image.dtype}"
-            )
+        yuv = frame.yuv
+        if yuv is not None and (yuv.width, yuv.height, yuv.format) == (s.width, s.height, s.pix_fmt):
+            video_frame = yuv.video_frame()  # the planes as they are: no colour conversion at all
+        else:
+            if frame.image.shape != (s.height, s.width, 3) or frame.image.dtype != np.uint8:
+                raise ValueError(
+                    f"frame {frame.index}: expected a [{s.height}, {s.width}, 3] uint8 image, "
+                    f"got {list(frame.image.shape)} {frame.image.dtype}"
+                )
+            video_frame = self._to_yuv(frame.image)
         pts = frame.pts if frame.pts is not None else round(frame.time_s / s.time_base)
         if self._held is not None:
             held_pts = self._held[1]
@@ -209,7 +214,7 @@ class VideoWriter:
             self._encode(*self._held, duration=self._last_step)
         else:
             self._first_pts = pts
-        self._held = (self._to_yuv(frame.image), pts)
+        self._held = (video_frame, pts)
         if self._audio is not None:
             self._audio.copy_until(float(pts * s.time_base), self.output)
 
