@@ -2,7 +2,8 @@
 
 For each clip (the 720p fixture and a 1080p upscale of it that this script makes), in one run:
 - ``floor``: a pure PyAV decode + H.264 encode of the clip with styleface's encoder settings (frames go
-  straight from decoder to encoder), and the same with the RGB round trip every pixel-editing pipeline makes;
+  straight from decoder to encoder, which chooses its own frame types as FFmpeg's command line does), and
+  the same with a round trip through RGB arrays, which a pipeline that edits RGB pixels would add;
 - ``styleface``: ``styleface anonymize`` with its defaults;
 - ``deface``: the ``deface`` CLI with its defaults (CenterFace at full resolution, imageio-ffmpeg);
 each as a separate process, timed on the wall clock and with its peak resident memory. The floors and
@@ -47,6 +48,9 @@ with av.open(src) as inp, av.open(dst, "w") as out:
             image = to_rgb.reformat(frame, format="rgb24").to_ndarray()
             frame = to_yuv.reformat(av.VideoFrame.from_ndarray(image, format="rgb24"), format="yuv420p")
         frame.pts, frame.time_base = n, 1 / vin.average_rate
+        # The encoder picks its own frame types, as in `ffmpeg -i in -c:v libx264 out` and styleface: left
+        # as decoded, x264 would copy the input's I/P/B decisions and skip its own (12% less CPU here).
+        frame.pict_type = av.video.frame.PictureType.NONE
         for packet in vout.encode(frame):
             out.mux(packet)
         n += 1
