@@ -332,3 +332,36 @@ def test_real_footage_round_trip(tmp_path):
             assert x.pts == y.pts
             if x.index % 25 == 0:
                 assert np.abs(x.image.astype(int) - y.image.astype(int)).mean() < 6
+
+
+def _planes(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="yuv420p") for frame in container.decode(video=0)]
+
+
+def test_untouched_yuv420p_frames_reach_the_encoder_without_a_colour_round_trip(tmp_path):
+    """Read as planes, written as planes: with lossless x264 the output's planes equal the input's exactly
+    (an RGB round trip would change them by rounding)."""
+    source, output = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    media.make_video(source, width=64, height=48, frames=5)
+    with open_video(source) as reader, VideoWriter(output, reader.info, EncodeConfig(crf=0), source) as writer:
+        for frame in reader:
+            assert frame.yuv is not None  # decoded frames keep their planes
+            writer.write(frame)
+            assert frame.yuv is not None  # and writing them never made RGB of them
+    assert all(np.array_equal(a, b) for a, b in zip(_planes(source), _planes(output), strict=True))
+
+
+def test_edited_planes_are_what_gets_encoded(tmp_path):
+    source, output = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    media.make_video(source, width=64, height=48, frames=3)
+    with open_video(source) as reader, VideoWriter(output, reader.info, EncodeConfig(crf=0), source) as writer:
+        for frame in reader:
+            luma, _, _ = frame.yuv.planes()
+            luma[8:24, 8:24] = 16
+            writer.write(frame)
+    expected = _planes(source)
+    for before, after in zip(expected, _planes(output), strict=True):
+        assert (after[8:24, 8:24] == 16).all()
+        before[8:24, 8:24] = 16
+        assert np.array_equal(before, after)
