@@ -5,9 +5,11 @@
 
 Every stage is a generator over typed records, so frames stream through and memory stays bounded by
 the few frames that the tracker and a generator batch hold. Decoding, detection+tracking and encoding
-each run in their own thread (PyAV, onnxruntime and torch release the GIL while they work), so hiding
-(the generator above all) never waits on I/O and vice versa. Videos and images take the same path; an
-image is a one-frame stream.
+each run in their own thread, and the detector keeps a call in flight per CPU core (PyAV, onnxruntime,
+OpenCV and torch release the GIL while they work), so hiding (the generator above all) never waits on
+I/O and vice versa. Frames carry the decoder's YUV planes until a stage asks for RGB (``Frame``), so the
+obfuscation methods never convert a whole frame. Videos and images take the same path; an image is a
+one-frame stream.
 """
 
 from __future__ import annotations
