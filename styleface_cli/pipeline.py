@@ -69,8 +69,9 @@ def run(*, source: Path, output: Path, cfg: AnonymizeConfig, tools: Tools, on_fr
             contextlib.ExitStack() as threads:  # closed first: stage threads stop before reader and writer
         log = TrackLog(media.info)
         frames = threads.enter_context(contextlib.closing(decode(media)))
-        detected = detect(frames, tools.detector, upright_k=media.info.rotation // 90, batch_size=tools.detector.batch_size,
-                          workers=tools.detector.workers)
+        detected = threads.enter_context(contextlib.closing(ahead(detect(
+            frames, tools.detector, upright_k=media.info.rotation // 90, batch_size=tools.detector.batch_size,
+            workers=tools.detector.workers), depth=16)))  # detection never waits on the tracker
         with_cuts = find_scene_cuts(detected, SceneCutDetector(cfg.track.scene_cut_threshold))
         tracked = threads.enter_context(contextlib.closing(ahead(track(with_cuts, Tracker(cfg.track)))))
         chosen = choose_faces(tracked, tools.chooser())

@@ -18,12 +18,31 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import threading
 
 import numpy as np
 
 from styleface_cli.config import TrackConfig
 from styleface_cli.errors import ConfigError
 from styleface_cli.records import Detection, FaceRegion, FrameFaces, RegionSource
+
+
+def preload_filters() -> threading.Thread:
+    """Import filterpy and scipy's assignment solver on a background thread, now.
+
+    Importing filterpy pulls in scipy.stats: about 1 s of CPU, which at the top of this module would be
+    start-up time with one core idle, and on the tracking thread at its first track would hold the
+    detector's work back for as long. Started while the detector model loads and the first frames decode,
+    it overlaps with them; a later ``import`` of the same modules just waits for it to finish.
+    """
+
+    def load() -> None:
+        import filterpy.kalman  # noqa: F401
+        import scipy.optimize  # noqa: F401
+
+    thread = threading.Thread(target=load, name="styleface-import", daemon=True)
+    thread.start()
+    return thread
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -123,8 +142,7 @@ class _Track:
         self.smooth_box = box.astype(np.float64)
         self.smooth_landmarks = None if detection.landmarks is None else _to_box_frame(detection.landmarks, box)
         # SORT's filter, with SORT's noise settings (Bewley et al., sort.py). filterpy is imported here,
-        # not at the top: importing it pulls in scipy.stats (1.2 s of start-up), which this way happens
-        # on the tracking thread while the first frames are being decoded and detected.
+        # not at the top (see preload_filters).
         from filterpy.kalman import KalmanFilter
 
         kf = KalmanFilter(dim_x=7, dim_z=4)
@@ -308,7 +326,7 @@ class Tracker:
             return [], list(range(len(boxes)))
         predicted = np.stack([_x_to_box(t.kf.x) for t in self._tracks])  # [T, 4]
         iou = iou_matrix(predicted, np.stack(boxes))  # [T, D]
-        from scipy.optimize import linear_sum_assignment  # imported late, like filterpy (see _Track)
+        from scipy.optimize import linear_sum_assignment  # imported late, like filterpy (see preload_filters)
 
         rows, cols = linear_sum_assignment(-iou)
         keep = iou[rows, cols] >= max(self._cfg.iou_threshold, 1e-9)
