@@ -67,7 +67,7 @@ def run(*, source: Path, output: Path, cfg: AnonymizeConfig, tools: Tools, on_fr
     hide = tools.hider()  # fresh per input: identities and geometry are per video
     with open_media(source) as media, media_writer(output, media.info, cfg.encode, source) as writer, \
             contextlib.ExitStack() as threads:  # closed first: stage threads stop before reader and writer
-        log = TrackLog(media.info)
+        log = TrackLog(media.info) if cfg.export_tracks is not None else None  # only kept when asked for
         frames = threads.enter_context(contextlib.closing(decode(media)))
         detected = threads.enter_context(contextlib.closing(ahead(detect(
             frames, tools.detector, upright_k=media.info.rotation // 90, batch_size=tools.detector.batch_size,
@@ -76,8 +76,9 @@ def run(*, source: Path, output: Path, cfg: AnonymizeConfig, tools: Tools, on_fr
         tracked = threads.enter_context(contextlib.closing(ahead(track(with_cuts, Tracker(cfg.track)))))
         chosen = choose_faces(tracked, tools.chooser())
         hidden = hide(chosen)
-        encode(count(log.record(hidden), stats, on_frame), writer)
-    if cfg.export_tracks is not None:
+        logged = log.record(hidden) if log is not None else hidden
+        encode(count(logged, stats, on_frame), writer)
+    if log is not None:
         write_tracks(cfg.export_tracks, log)
     stats.generator_batches = list(getattr(hide, "batch_sizes", []))
     stats.seconds = time.perf_counter() - started

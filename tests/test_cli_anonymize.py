@@ -104,6 +104,20 @@ def test_anonymize_video_keeps_everything_but_the_faces(scene_clip, tmp_path):
     assert np.abs(corner_in - corner_out).mean() < 4
 
 
+def test_without_export_tracks_no_per_frame_log_is_kept(scene_clip, tmp_path, monkeypatch):
+    """The per-frame region log grows with the video, so it exists only for --export-tracks."""
+    from styleface_cli.tracks_file import TrackLog
+
+    def refuse(self, stream):
+        raise AssertionError("a track log was kept without --export-tracks")
+
+    monkeypatch.setattr(TrackLog, "record", refuse)
+    clip, _ = scene_clip
+    result = run("anonymize", str(clip), "-o", str(tmp_path / "out.mp4"), "--json", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip())["faces"] >= 25
+
+
 def test_render_from_an_edited_tracks_file_covers_the_added_box(scene_clip, tmp_path):
     clip, _ = scene_clip
     tracks = tmp_path / "tracks.json"
