@@ -92,7 +92,16 @@ def _shrink(image: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def obfuscate_frame(image: np.ndarray, regions: Iterable[FaceRegion], cfg: ObfuscateConfig) -> np.ndarray:
     """Hide every region of one frame. ``image`` [H, W, 3] uint8 RGB is modified in place and returned."""
-    return _hide_in_plane(image, regions, cfg, fill=MASK_COLOUR)
+    height, width = image.shape[:2]
+    for region in regions:
+        centre, axes = ellipse_geometry(region.box, cfg.mask_scale)
+        x0, y0, x1, y1 = region_bounds(centre, axes, cfg.feather, width, height)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        alpha = feathered_alpha(y1 - y0, x1 - x0, centre - (x0, y0), axes, cfg.feather)
+        face_size = float(np.max(region.box[2:] - region.box[:2]))
+        _blend(image[y0:y1, x0:x1], alpha, face_size, cfg, MASK_COLOUR)
+    return image
 
 
 def obfuscate_planes(planes: tuple[np.ndarray, np.ndarray, np.ndarray], regions: Iterable[FaceRegion],
@@ -147,20 +156,6 @@ def hide_faces(frame: Frame, regions: list[FaceRegion], cfg: ObfuscateConfig) ->
         obfuscate_planes(frame.yuv.planes(), regions, cfg, frame.yuv.full_range)
     else:
         obfuscate_frame(frame.image, regions, cfg)
-
-
-def _hide_in_plane(image: np.ndarray, regions: Iterable[FaceRegion], cfg: ObfuscateConfig, fill: tuple[int, ...]) -> np.ndarray:
-    """Hide the regions in ``image`` [H, W, C] (changed in place and returned), each with its exact alpha."""
-    height, width = image.shape[:2]
-    for region in regions:
-        centre, axes = ellipse_geometry(region.box, cfg.mask_scale)
-        x0, y0, x1, y1 = region_bounds(centre, axes, cfg.feather, width, height)
-        if x1 <= x0 or y1 <= y0:
-            continue
-        alpha = feathered_alpha(y1 - y0, x1 - x0, centre - (x0, y0), axes, cfg.feather)
-        face_size = float(np.max(region.box[2:] - region.box[:2]))
-        _blend(image[y0:y1, x0:x1], alpha, face_size, cfg, fill)
-    return image
 
 
 def covered_mask(height: int, width: int, regions: Iterable[FaceRegion], mask_scale: float) -> np.ndarray:

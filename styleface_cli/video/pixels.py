@@ -100,12 +100,7 @@ class YuvPixels:
 
         Its picture type is cleared: the encoder must choose its own frame types, not copy the input's.
         """
-        if self._data is None:
-            frame = self._source
-        else:
-            frame = self._edited_frame()
-            source = self._source
-            frame.color_primaries, frame.color_trc = source.color_primaries, source.color_trc
+        frame = self._current()
         frame.pict_type = av.video.frame.PictureType.NONE
         return frame
 
@@ -126,6 +121,8 @@ class YuvPixels:
         return self._source if self._data is None else self._edited_frame()
 
     def _edited_frame(self) -> av.VideoFrame:
-        frame = av.VideoFrame.from_ndarray(self._data, format="yuv420p")
-        frame.color_range, frame.colorspace = self._source.color_range, self._source.colorspace
+        """A new frame of the edited planes, with the decoded frame's colour tags."""
+        frame, source = av.VideoFrame.from_ndarray(self._data, format="yuv420p"), self._source
+        frame.color_range, frame.colorspace = source.color_range, source.colorspace
+        frame.color_primaries, frame.color_trc = source.color_primaries, source.color_trc
         return frame
