@@ -12,9 +12,9 @@ import glob
 from pathlib import Path
 
 from styleface_cli.errors import ConfigError, InputError
+from styleface_cli.video.images import IMAGE_SUFFIXES
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 MEDIA_SUFFIXES = VIDEO_SUFFIXES + IMAGE_SUFFIXES
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+ARCFACE_SIZE = 112  # side of the face recognisers' input crop, in pixels
+
 # insightface ``face_align.arcface_dst``: where the five landmarks sit in a 112x112 recogniser crop.
 ARCFACE_TEMPLATE_112 = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
@@ -44,9 +46,9 @@ def ffhq_template(size: int) -> np.ndarray:
     return _FFHQ_TEMPLATE_512 * (size / 512.0)
 
 
-def arcface_template(size: int = 112) -> np.ndarray:
+def arcface_template(size: int = ARCFACE_SIZE) -> np.ndarray:
     """[5, 2] float64: the arcface template scaled to a ``size x size`` crop (112 is the recognisers' own)."""
-    return ARCFACE_TEMPLATE_112 * (size / 112.0)
+    return ARCFACE_TEMPLATE_112 * (size / ARCFACE_SIZE)
 
 
 def estimate_affine(landmarks: np.ndarray, template: np.ndarray) -> np.ndarray:
@@ -123,7 +125,7 @@ def warp_back(crop: np.ndarray, matrix: np.ndarray, width: int, height: int) -> 
     )
 
 
-def ffhq_to_arcface(size: int, crop_size: int = 112) -> np.ndarray:
+def ffhq_to_arcface(size: int, crop_size: int = ARCFACE_SIZE) -> np.ndarray:
     """The fixed [2, 3] map from a ``size x size`` FFHQ-aligned image to its ``crop_size`` arcface crop.
 
     Both frames are defined by templates of the same five points, so the generator's output (already

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from styleface_cli.config import GenerateConfig, ObfuscateConfig
-from styleface_cli.face.align import align_face, estimate_affine, ffhq_template, warp_crop
+from styleface_cli.face.align import ARCFACE_SIZE, align_face, estimate_affine, ffhq_template, warp_crop
 from styleface_cli.face.blend import paste_back
 from styleface_cli.face.identity import IdentityBank, code_fingerprint, to_images, to_tensor
 from styleface_cli.face.obfuscate import obfuscate_frame
@@ -80,7 +80,7 @@ class FaceGenerator:
                 region_index=index,
                 matrix=matrix,
                 crop=warp_crop(frame.image, matrix, self.size, border="reflect"),
-                crop112=align_face(frame.image, region.landmarks, 112, frame="arcface")[0],
+                crop112=align_face(frame.image, region.landmarks, ARCFACE_SIZE, frame="arcface")[0],
             ))
         return aligned
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from styleface_cli.config import IdentityConfig
-from styleface_cli.face.align import ffhq_to_arcface, warp_crop
+from styleface_cli.face.align import ARCFACE_SIZE, ffhq_to_arcface, warp_crop
 from styleface_cli.model import IdentityCode, StyleFace, interpolate_w, mix_levels
 
 LEVEL_NAMES = ("low", "mid", "high")
@@ -46,7 +46,7 @@ def arcface_crops_from_aligned(crops: torch.Tensor) -> torch.Tensor:
     """[N, 3, R, R] FFHQ-aligned images in [-1, 1] -> [N, 3, 112, 112] recogniser crops (via numpy/OpenCV)."""
     matrix = ffhq_to_arcface(crops.shape[-1])
     images = to_images(crops)
-    return to_tensor(np.stack([warp_crop(image, matrix, 112) for image in images]), crops.device)
+    return to_tensor(np.stack([warp_crop(image, matrix, ARCFACE_SIZE) for image in images]), crops.device)
 
 
 def code_fingerprint(code: IdentityCode) -> str:

@@ -81,7 +81,7 @@ from styleface_cli.train import TrainConfig, data, losses
 STATE_FORMAT = "styleface-training-state"
 STATE_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
-CROP_SIZE = 112
+CROP_SIZE = align.ARCFACE_SIZE  # the recogniser crops
 
 
 # --------------------------------------------------------------------------------------------------

@@ -38,14 +38,15 @@ import numpy as np
 from styleface_cli.config import DetectConfig
 from styleface_cli.errors import ConfigError, InputError, OutputError
 from styleface_cli.face import align
+from styleface_cli.inputs import VIDEO_SUFFIXES
 from styleface_cli.records import Detection
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
-VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"})
+VIDEO_EXTENSIONS = frozenset(VIDEO_SUFFIXES)
 INDEX_NAME = "index.json"
 RECORDS_NAME = "records.jsonl"
 SETTINGS_NAME = "prepare.json"
-CROP_SIZE = 112
+CROP_SIZE = align.ARCFACE_SIZE  # the recogniser crops
 INDEX_FORMAT = "styleface-train-index"
 INDEX_VERSION = 1
 
