@@ -54,7 +54,7 @@ class VideoReader:
         try:
             self._container = av.open(str(path), metadata_errors="replace")
         except av.error.FFmpegError as error:
-            raise InputError(f"{path}: not a readable video file ({_reason(error)})") from None
+            raise InputError(f"{path}: not a readable video file ({ffmpeg_reason(error)})") from None
         try:
             self._stream = _video_stream(self._container, path)
             self._stream.thread_type = "AUTO"  # frame + slice threads in the decoder, without the GIL
@@ -109,7 +109,7 @@ class VideoReader:
                     yield frame
         except av.error.FFmpegError as error:
             raise InputError(
-                f"{path}: the video stream is corrupt: decoding failed after frame {count} ({_reason(error)})"
+                f"{path}: the video stream is corrupt: decoding failed after frame {count} ({ffmpeg_reason(error)})"
             ) from None
         if self._expected_frames and count < self._expected_frames:
             raise InputError(
@@ -190,6 +190,7 @@ def _declared_end_s(stream: av.VideoStream) -> float | None:
     return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
-def _reason(error: av.error.FFmpegError) -> str:
-    """FFmpeg's own short wording of an error, e.g. 'Invalid data found when processing input'."""
-    return str(error.strerror or error).strip()
+def ffmpeg_reason(error: BaseException) -> str:
+    """FFmpeg's own short wording of an error, e.g. 'Invalid data found when processing input' (else the
+    error's text)."""
+    return str(getattr(error, "strerror", None) or error).strip()

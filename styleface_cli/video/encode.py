@@ -26,6 +26,7 @@ from styleface_cli.config import EncodeConfig
 from styleface_cli.errors import ConfigError, InputError, OutputError
 from styleface_cli.records import Frame, VideoInfo
 from styleface_cli.video.atomic import atomic_output
+from styleface_cli.video.decode import ffmpeg_reason
 
 # x264's preset names, fastest first; other encoders get the matching step of their own scale.
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
@@ -229,7 +230,7 @@ class VideoWriter:
         try:
             self._mux(self._video.encode(None))
         except av.error.FFmpegError as error:
-            raise OutputError(f"{self.output}: encoding failed at the end ({_reason(error)})") from None
+            raise OutputError(f"{self.output}: encoding failed at the end ({ffmpeg_reason(error)})") from None
         last = self._held_packet
         if self._suffix in _MP4_FAMILY and last.dts is not None and self._first_dts is not None:
             # MP4 ends a track at the smaller of two ends: the presentation end (the largest
@@ -258,7 +259,7 @@ class VideoWriter:
         try:
             packets = self._video.encode(frame)
         except av.error.FFmpegError as error:
-            raise OutputError(f"{self.output}: encoding failed at pts {pts} ({_reason(error)})") from None
+            raise OutputError(f"{self.output}: encoding failed at pts {pts} ({ffmpeg_reason(error)})") from None
         self._mux(packets)
 
     def _mux(self, packets: list[av.Packet]) -> None:
@@ -276,7 +277,7 @@ class VideoWriter:
         try:
             self._container.mux(packets)
         except av.error.FFmpegError as error:
-            raise OutputError(f"{self.output}: writing failed ({_reason(error)})") from None
+            raise OutputError(f"{self.output}: writing failed ({ffmpeg_reason(error)})") from None
 
     def _to_yuv(self, image: np.ndarray) -> av.VideoFrame:
         """``[H, W, 3]`` uint8 RGB to the encoder's pixel format, with the input's matrix, range and tags."""
@@ -315,7 +316,7 @@ class VideoWriter:
         try:  # open now, so a bad preset or option fails before any work is done
             context.open()
         except (av.error.FFmpegError, ValueError) as error:
-            raise ConfigError(f"cannot open the {s.codec} encoder with {options} ({_reason(error)})") from None
+            raise ConfigError(f"cannot open the {s.codec} encoder with {options} ({ffmpeg_reason(error)})") from None
         if context.options:  # what the encoder did not take
             raise ConfigError(f"the {s.codec} encoder does not know the option(s) {sorted(context.options)}")
         return stream
@@ -328,7 +329,7 @@ def _open_output(temp: Path, output: Path, suffix: str) -> Iterator[av.container
         container = av.open(str(temp), "w", options=build_container_options(suffix))
     except (ValueError, av.error.FFmpegError) as error:
         raise OutputError(
-            f"{output}: cannot write this kind of file ({_reason(error)}); use .mp4, .mov, .mkv or .webm"
+            f"{output}: cannot write this kind of file ({ffmpeg_reason(error)}); use .mp4, .mov, .mkv or .webm"
         ) from None
     try:
         yield container
@@ -339,7 +340,7 @@ def _open_output(temp: Path, output: Path, suffix: str) -> Iterator[av.container
     try:
         container.close()  # writes the trailer (and, for MP4, moves the index to the front)
     except av.error.FFmpegError as error:
-        raise OutputError(f"{output}: finishing the file failed ({_reason(error)})") from None
+        raise OutputError(f"{output}: finishing the file failed ({ffmpeg_reason(error)})") from None
 
 
 @dataclasses.dataclass
@@ -373,7 +374,7 @@ class _AudioCopier:
         try:
             source = av.open(str(path), metadata_errors="replace")
         except av.error.FFmpegError as error:
-            raise InputError(f"{path}: cannot read the audio ({_reason(error)})") from None
+            raise InputError(f"{path}: cannot read the audio ({ffmpeg_reason(error)})") from None
         with source:
             routes = {}
             for stream in source.streams:
@@ -394,7 +395,7 @@ class _AudioCopier:
                 try:
                     self._pending = next(self._packets, None)
                 except av.error.FFmpegError as error:
-                    raise InputError(f"{self._source_path}: reading the audio failed ({_reason(error)})") from None
+                    raise InputError(f"{self._source_path}: reading the audio failed ({ffmpeg_reason(error)})") from None
                 if self._pending is None:
                     self._drained = True
                     self._flush_encoders(output_path)
@@ -414,7 +415,7 @@ class _AudioCopier:
                     for frame in packet.decode():
                         self._output.mux(route.output.encode(frame))
             except av.error.FFmpegError as error:
-                raise OutputError(f"{output_path}: copying the audio failed ({_reason(error)})") from None
+                raise OutputError(f"{output_path}: copying the audio failed ({ffmpeg_reason(error)})") from None
 
     def _flush_encoders(self, output_path: Path) -> None:
         try:
@@ -422,7 +423,7 @@ class _AudioCopier:
                 if not route.copy:
                     self._output.mux(route.output.encode(None))
         except av.error.FFmpegError as error:
-            raise OutputError(f"{output_path}: copying the audio failed ({_reason(error)})") from None
+            raise OutputError(f"{output_path}: copying the audio failed ({ffmpeg_reason(error)})") from None
 
 
 def can_copy_audio(codec: str, suffix: str) -> bool | None:
@@ -452,7 +453,3 @@ def _add_audio_stream(container: av.container.OutputContainer, source: av.AudioS
     output.metadata.update({k: v for k, v in source.metadata.items() if k.upper() not in _SOURCE_ONLY_TAGS})
     output.disposition = source.disposition
     return _AudioRoute(output=output, copy=copy)
-
-
-def _reason(error: BaseException) -> str:
-    return str(getattr(error, "strerror", None) or error).strip()
