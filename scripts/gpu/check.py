@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
+import importlib.util
 import io
 import json
 import os
@@ -43,7 +44,7 @@ from typing import Any, Callable, Iterator
 REPO = Path(__file__).resolve().parents[2]
 STEPS = ("doctor", "kernels", "generator", "anonymize", "train")
 # Relative time boxes: each step gets this share of the time still left for it and the steps after it.
-WEIGHTS = {"doctor": 0.5, "kernels": 3.5, "generator": 2.0, "anonymize": 1.5, "train": 2.0}
+WEIGHTS = {"doctor": 0.3, "kernels": 4.0, "generator": 2.0, "anonymize": 1.5, "train": 1.7}
 MIN_STEP_S = 10.0  # a step that would get less than this is reported as not run
 RESULT_NAME = "gpu_check.json"
 LOG_NAME = "gpu_check.log"
@@ -136,7 +137,7 @@ def json_lines(text: str) -> list[dict]:
 # 1. doctor
 
 
-def step_doctor(sizes: Sizes, work: Path, result: StepResult) -> None:
+def step_doctor(sizes: Sizes, work: Path, result: StepResult, deadline: float) -> None:
     from styleface_cli.cli import doctor
 
     report = doctor.collect()
@@ -151,7 +152,7 @@ def step_doctor(sizes: Sizes, work: Path, result: StepResult) -> None:
 # 2. kernels
 
 
-def step_kernels(sizes: Sizes, work: Path, result: StepResult) -> None:
+def step_kernels(sizes: Sizes, work: Path, result: StepResult, deadline: float) -> None:
     from styleface_cli.errors import KernelBuildError
     from styleface_cli.ops.build import KERNEL_NAMES, build_kernel, device_kind
 
@@ -171,8 +172,16 @@ def step_kernels(sizes: Sizes, work: Path, result: StepResult) -> None:
                    if "pytest.mark.cuda" in p.read_text())
     junit = work / "cuda-tests.xml"
     command = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *files]
+    if sizes.device == "cuda" and importlib.util.find_spec("xdist") is not None:
+        command[4:4] = ["-n", "4"]  # the gradgradchecks are many small launches: four processes share the GPU
     result.update(pytest_command=" ".join(command[1:]))
-    done = subprocess.run(command, cwd=REPO)
+    # Stop pytest a little before this step's time box, so its partial output and the builds are still reported.
+    limit = max(deadline - time.time() - 10, 10)
+    try:
+        done = subprocess.run(command, cwd=REPO, timeout=limit)
+    except subprocess.TimeoutExpired:
+        result.update(pytest_exit=None, tests=f"cut off after {limit:.0f} s (see the log for the tests that ran)")
+        raise RuntimeError("pytest -m cuda did not finish within the step's time box")
     counts = _junit_counts(junit)
     result.update(pytest_exit=done.returncode, tests=counts)
     if not builds_ok or done.returncode not in (0, 5):  # 5: nothing collected
@@ -205,7 +214,7 @@ def _junit_counts(path: Path) -> dict[str, Any]:
 # 3. generator throughput
 
 
-def step_generator(sizes: Sizes, work: Path, result: StepResult) -> None:
+def step_generator(sizes: Sizes, work: Path, result: StepResult, deadline: float) -> None:
     import torch
 
     from styleface_cli.errors import KernelBuildError
@@ -240,8 +249,11 @@ def step_generator(sizes: Sizes, work: Path, result: StepResult) -> None:
                 difference = float((output - reference_output).abs().max())
             for batch in sizes.batch_sizes:
                 row: dict[str, Any] = {"resolution": resolution, "kernels": kernels, "batch": batch}
+                if deadline - time.time() < 5:  # leave the last seconds to the report, not to a half measurement
+                    result.append("rows", dict(row, error="skipped: the step's time box ran out"))
+                    continue
                 if difference is not None and batch == sizes.batch_sizes[0]:
-                    row["max_abs_diff_vs_first"] = difference
+                    row[f"max_abs_diff_vs_{sizes.kernels[0]}"] = difference
                 try:
                     row.update(_time_forward(model, batch, sizes, device, autocast))
                 except torch.cuda.OutOfMemoryError as error:
@@ -300,8 +312,6 @@ def find_photo() -> Path | None:
     carried = sorted((REPO / ".whl" / "photos").glob("*.jpg"))
     if carried:
         return carried[0]
-    import importlib.util
-
     spec = importlib.util.find_spec("insightface")
     if spec is not None and spec.origin is not None:
         for name in PHOTO_NAMES:
@@ -415,7 +425,7 @@ def timed_pipeline(clock: StageClock) -> Iterator[None]:
          generate.FaceGenerator.align, generate.paste_back) = saved
 
 
-def step_anonymize(sizes: Sizes, work: Path, result: StepResult) -> None:
+def step_anonymize(sizes: Sizes, work: Path, result: StepResult, deadline: float) -> None:
     photo = find_photo()
     if photo is None:
         raise RuntimeError("no photo of faces: run scripts/gpu/wheels.sh (it carries one in .whl/photos/)")
@@ -489,7 +499,7 @@ def _stopwatch() -> Iterator[Callable[[], float]]:
 # 5. training through torchrun
 
 
-def step_train(sizes: Sizes, work: Path, result: StepResult) -> None:
+def step_train(sizes: Sizes, work: Path, result: StepResult, deadline: float) -> None:
     sys.path.insert(0, str(REPO))
     from tests.test_train_step import make_synthetic_dataset
 
@@ -601,12 +611,13 @@ STEP_FUNCTIONS = {"doctor": step_doctor, "kernels": step_kernels, "generator": s
                   "anonymize": step_anonymize, "train": step_train}
 
 
-def run_step(name: str, dry_run: bool, work: Path, result_path: Path) -> int:
-    """One step in this process (the orchestrator starts it): 0 when it passed."""
+def run_step(name: str, dry_run: bool, work: Path, result_path: Path, deadline: float) -> int:
+    """One step in this process (the orchestrator starts it and kills it at ``deadline``, a ``time.time()``):
+    0 when it passed."""
     result = StepResult(result_path)
     result.flush()
     try:
-        STEP_FUNCTIONS[name](Sizes.for_run(dry_run), work, result)
+        STEP_FUNCTIONS[name](Sizes.for_run(dry_run), work, result, deadline)
     except Exception as error:
         import traceback
 
@@ -647,7 +658,8 @@ def orchestrate(*, out: Path, work: Path, dry_run: bool, budget_s: float, steps:
             log.flush()
             step_result = work / f"step-{name}.json"
             command = [sys.executable, str(Path(__file__).resolve()), "step", name, "--work", str(work),
-                       "--result", str(step_result)] + (["--dry-run"] if dry_run else [])
+                       "--result", str(step_result), "--deadline", f"{time.time() + limit:.1f}"]
+            command += ["--dry-run"] if dry_run else []
             # The doctor's report is printed to the console as well: the check shows it first.
             tee = name == "doctor"
             begin = time.monotonic()
@@ -762,9 +774,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("name", choices=STEPS)
         parser.add_argument("--work", type=Path, required=True)
         parser.add_argument("--result", type=Path, required=True)
+        parser.add_argument("--deadline", type=float, required=True, help="time.time() at which the step is killed")
         parser.add_argument("--dry-run", action="store_true")
         parsed = parser.parse_args(argv[1:])
-        return run_step(parsed.name, parsed.dry_run, parsed.work, parsed.result)
+        return run_step(parsed.name, parsed.dry_run, parsed.work, parsed.result, parsed.deadline)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "gpu-check-out"),
                         help="where gpu_check.json and gpu_check.log go (default $OUT)")
