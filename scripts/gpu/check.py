@@ -589,7 +589,8 @@ def _process_group_smoke() -> dict[str, Any]:
     try:
         if backend == "nccl":
             torch.cuda.set_device(device)
-            smoke["nccl_version"] = ".".join(map(str, torch.cuda.nccl.version()))
+            version = torch.cuda.nccl.version()
+            smoke["nccl_version"] = ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
         dist.init_process_group(backend=backend, init_method="env://")
         tensor = torch.full((4,), float(dist.get_rank() + 1), device=device)
         dist.all_reduce(tensor)
@@ -692,10 +693,12 @@ def _wait(process: subprocess.Popen, limit: float, tee_log) -> str:
     try:
         code = process.wait(timeout=limit)
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
         code = None
+    # The whole process group, also after a normal exit: no straggler (a pytest-xdist worker, a torchrun
+    # child) may hold the GPU while the next step measures.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
     if reader is not None:
         reader.join(timeout=5)
     return "timed out" if code is None else ("ok" if code == 0 else "failed")
@@ -743,6 +746,10 @@ def _headline(name: str, step: dict[str, Any]) -> str:
             parts.append("built " + ", ".join(f"{b['name']} {b.get('device_kind', '')} {b.get('seconds', 'FAILED')} s" for b in builds))
         tests = step.get("tests") or {}
         parts.append(f"pytest -m cuda: {tests.get('passed', 0)} passed, {tests.get('failed', 0)} failed, {tests.get('skipped', 0)} skipped")
+    elif name == "generator" and "rows" in step:
+        failed = [r for r in step["rows"] if "error" in r]
+        parts.append(f"{len(step['rows']) - len(failed)} measurements in {step.get('dtype')} on {step.get('device')} "
+                     f"(table below)" + (f", {len(failed)} failed or skipped" if failed else ""))
     elif name == "anonymize" and "fps" in step:
         busy = ", ".join(f"{k} {v:.1f}" for k, v in step.get("stage_busy_seconds", {}).items())
         out = step.get("output", {}).get("output", {})
