@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterator
 REPO = Path(__file__).resolve().parents[2]
 STEPS = ("doctor", "kernels", "generator", "anonymize", "train")
 # Relative time boxes: each step gets this share of the time still left for it and the steps after it.
-WEIGHTS = {"doctor": 0.3, "kernels": 4.0, "generator": 2.0, "anonymize": 1.5, "train": 1.7}
+WEIGHTS = {"doctor": 0.5, "kernels": 4.0, "generator": 2.0, "anonymize": 1.5, "train": 1.7}
 MIN_STEP_S = 10.0  # a step that would get less than this is reported as not run
 RESULT_NAME = "gpu_check.json"
 LOG_NAME = "gpu_check.log"
@@ -77,7 +77,7 @@ class Sizes:
                        min_iters=1, min_seconds=0.0, clip_size=(320, 180), clip_frames=4, anonymize_resolution=32,
                        train_resolution=32, train_batch=2, train_steps=1, amp="off")
         return cls(device="cuda", kernels=("compiled", "ref"), run_kernels="auto", resolutions=(256, 512, 1024), preset="paper",
-                   batch_sizes=(1, 8, 32), min_iters=3, min_seconds=1.0, clip_size=(1280, 720), clip_frames=96,
+                   batch_sizes=(1, 8, 32), min_iters=3, min_seconds=0.5, clip_size=(1280, 720), clip_frames=96,
                    anonymize_resolution=256, train_resolution=256, train_batch=4, train_steps=4, amp="bf16")
 
 
