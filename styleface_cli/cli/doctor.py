@@ -2,8 +2,9 @@
 
 It reports the versions of styleface and its libraries; torch's device, CUDA and cuDNN; onnxruntime's providers
 and the ones the detector uses; each compiled kernel per device kind (cached, buildable, or why not); the video
-and audio encoders PyAV's FFmpeg offers (a hardware one, such as h264_nvenc, also needs its driver at run time); the bundled detector file and its SHA-256; the checkpoint ``--method auto``
-would use; and whether dlib is there. ``--json`` prints one JSON object on stdout.
+and audio encoders PyAV's FFmpeg offers (a hardware one, such as h264_nvenc, also needs its driver at run time);
+the bundled detector file and its SHA-256; the checkpoint ``--method auto`` would use; and whether dlib is there.
+``--json`` prints one JSON object on stdout.
 
 It exits with 0 unless something the default path (``styleface anonymize IN``: blur without a checkpoint)
 needs is missing; then with 1, naming what.
