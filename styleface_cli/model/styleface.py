@@ -108,7 +108,14 @@ class StyleFaceConfig:
         return block_channels(self.resolution, self.channel_base, self.channel_max)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """All fields, except the added ones (``_ADDED_FIELDS``) at their defaults: a network that does not use
+        them writes the same config as before they existed (and older builds can read it)."""
+        data = dataclasses.asdict(self)
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name in _ADDED_FIELDS:
+            if data[name] == defaults[name]:
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StyleFaceConfig:

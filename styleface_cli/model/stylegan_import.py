@@ -71,7 +71,7 @@ import math
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -82,6 +82,9 @@ from styleface_cli.model.generator import Generator, num_ws_for
 from styleface_cli.model.layers import DEFAULT_RESAMPLE_FILTER
 from styleface_cli.ops.upfirdn2d import setup_filter
 
+if TYPE_CHECKING:
+    from styleface_cli.model.styleface import StyleFace, StyleFaceConfig
+
 __all__ = [
     "PersistentHolder",
     "StyleGANArch",
@@ -90,7 +93,9 @@ __all__ = [
     "build_generator",
     "crop_to",
     "load_restricted_pickle",
+    "load_stylegan_into",
     "read_stylegan",
+    "styleface_config_for",
 ]
 
 MAPPING_LR_MULTIPLIER = 0.01
@@ -573,3 +578,48 @@ def _estimate_w_avg(arch: StyleGANArch, generator: dict[str, torch.Tensor]) -> t
     mapping.load_state_dict({k.removeprefix("mapping."): v for k, v in generator.items() if k.startswith("mapping.")})
     z = torch.randn([W_AVG_SAMPLES, arch.z_dim], generator=torch.Generator().manual_seed(0))
     return mapping(z).mean(dim=0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Into StyleFace.
+
+
+def styleface_config_for(arch: StyleGANArch, base: StyleFaceConfig) -> StyleFaceConfig:
+    """``base`` (the preset's new parts: recognizer, attribute resolution) with the generator sizes of
+    ``arch`` (crop the weights first for a lower resolution). The channel table is stored as
+    ``channel_base`` / ``channel_max`` when it follows that rule, else explicitly (``channels``)."""
+    from styleface_cli.model.generator import block_channels
+    from styleface_cli.model.styleface import StyleFaceConfig
+
+    table = arch.channel_table
+    top = arch.resolution
+    channel_base, channel_max = table[top] * top, max(table.values())
+    rule = block_channels(top, channel_base, channel_max) == table
+    if not isinstance(base, StyleFaceConfig):
+        raise TypeError("base must be a StyleFaceConfig")
+    return dataclasses.replace(
+        base, resolution=top, z_dim=arch.z_dim, w_dim=arch.w_dim, mapping_layers=arch.mapping_layers,
+        channel_base=channel_base, channel_max=channel_max, channels=None if rule else arch.channels,
+        conv_clamp=arch.conv_clamp, attr_resolution=min(base.attr_resolution, top),
+    )
+
+
+def load_stylegan_into(model: StyleFace, weights: StyleGANWeights) -> None:
+    """Copy the imported mapping network into ``model.projector.mapping`` and the synthesis network into
+    ``model.synthesis``, strictly (every tensor, same shapes); the other parts keep their values."""
+    ours = model.state_dict()
+    state = {}
+    for key, value in weights.generator.items():
+        target = "projector." + key if key.startswith("mapping.") else key
+        state[target] = value
+    wrong = [f"{k} {list(v.shape)} != {list(ours[k].shape)}" if k in ours else f"{k} (no such tensor)"
+             for k, v in state.items() if k not in ours or ours[k].shape != v.shape]
+    expected = [k for k in ours if k.startswith(("projector.mapping.", "synthesis."))]
+    missing = [k for k in expected if k not in state]
+    if wrong or missing:
+        items = wrong + [f"{k} (missing)" for k in missing]
+        raise WeightsError(f"{weights.path} does not fit the StyleFace network: {', '.join(items[:_SHOWN])}"
+                           + (", ..." if len(items) > _SHOWN else ""))
+    with torch.no_grad():
+        for key, value in state.items():
+            ours[key].copy_(value)

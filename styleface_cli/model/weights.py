@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -29,6 +30,9 @@ from styleface_cli.errors import ConfigError, OutputError, WeightsError
 from styleface_cli.model.recognizer import IResNet, convert_ir_backbone_state_dict
 from styleface_cli.model.styleface import StyleFace, StyleFaceConfig
 from styleface_cli.video.atomic import atomic_output
+
+if TYPE_CHECKING:
+    from styleface_cli.model.stylegan_import import StyleGANWeights
 
 __all__ = [
     "CONFIG_KEY",
@@ -113,14 +117,22 @@ def init_checkpoint(
     seed: int = 0,
     *,
     recognizer_weights: str | Path | None = None,
+    stylegan: StyleGANWeights | None = None,
 ) -> StyleFace:
     """Write a randomly initialised network of ``config`` (reproducible by ``seed``) to ``path``; returns it.
 
     recognizer_weights: pretrained recognizer weights to load first (see ``load_recognizer_weights``).
+    stylegan: an imported StyleGAN2 (``stylegan_import.read_stylegan``, cropped to ``config.resolution``)
+        whose mapping and synthesis networks replace the random ones (``config`` must come from
+        ``stylegan_import.styleface_config_for``).
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = StyleFace(config)
+    if stylegan is not None:
+        from styleface_cli.model.stylegan_import import load_stylegan_into
+
+        load_stylegan_into(model, stylegan)
     if recognizer_weights is not None:
         load_recognizer_weights(model.recognizer, recognizer_weights)
     save_checkpoint(path, model)
