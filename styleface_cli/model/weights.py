@@ -206,12 +206,19 @@ def read_third_party_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_recognizer_weights(recognizer: IResNet, path: str | Path) -> None:
-    """Load arcface_torch (``conv1.*``, ``layer1.*``) or TFace / CurricularFace / face.evoLVe
-    (``input_layer.*``, ``body.*``) weights into ``recognizer``, strictly (``WeightsError`` on mismatch).
+    """Load arcface_torch (``conv1.*``, ``layer1.*``), TFace / CurricularFace / face.evoLVe
+    (``input_layer.*``, ``body.*``) weights, or an insightface ONNX recognizer (``w600k_r50.onnx``,
+    ``glintr100.onnx``; ``recognizer_onnx``) into ``recognizer``, strictly (``WeightsError`` on mismatch).
 
     To put them into a StyleFace checkpoint: ``load_recognizer_weights(model.recognizer, path)``, then
     ``save_checkpoint(out, model)``.
     """
+    if Path(path).suffix.lower() == ".onnx":  # an insightface model pack's recognizer (mapped by graph position)
+        from styleface_cli.model.recognizer_onnx import iresnet_state_from_onnx
+
+        state = iresnet_state_from_onnx(path, recognizer)
+        load_state_dict_strict(recognizer, state, what=f"recognizer weights {path}")
+        return
     state = read_third_party_state_dict(path)
     if "input_layer.0.weight" in state:
         state = convert_ir_backbone_state_dict(state, recognizer.layers)
