@@ -208,3 +208,26 @@ def test_a_training_step_runs_from_the_stylegan_initialisation(tmp_path):
     mismatched = tiny_config(root, tmp_path / "run2", init_stylegan=path, model=StyleFaceConfig.tiny(32))
     with pytest.raises(ConfigError, match="does not match"):
         loop.Trainer(mismatched, num_identities=index.num_identities, dist=single_process())
+
+
+@needs_fixtures
+def test_train_command_from_a_cropped_stylegan_then_resume(tmp_path):
+    import json
+
+    from tests.test_train_step import make_synthetic_dataset
+
+    root = make_synthetic_dataset(tmp_path / "data", resolution=16)
+    run_dir = tmp_path / "run"
+    args = ["train", str(root), "--out", str(run_dir), "--preset", "tiny", "--init-stylegan",
+            str(STYLEGAN / "nvlabs_tiny32.pkl"), "--resolution", "16", "--batch-size", "2", "--workers", "0",
+            "--kernels", "ref", "--device", "cpu", "--sample-every", "0", "--log-every", "1", "--json"]
+    result = CliRunner().invoke(app, [*args, "--steps", "1"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["model"]["resolution"] == 16 and saved["model"]["conv_clamp"] is None
+    assert saved["train"]["init_stylegan"].endswith("nvlabs_tiny32.pkl")
+    result = CliRunner().invoke(app, [*args, "--steps", "2", "--resume", "--export", str(tmp_path / "m.safetensors")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    model = load_checkpoint(tmp_path / "m.safetensors")
+    assert model.resolution == 16 and model.config.conv_clamp is None and model.config.channels is None
