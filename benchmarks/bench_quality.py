@@ -320,7 +320,8 @@ def main(argv: list[str] | None = None) -> dict:
                              "checkpoint's own recogniser")
     parser.add_argument("--faces", type=int, default=12, help="faces from the fixture photos (de-identification)")
     parser.add_argument("--swap-faces", type=int, default=6, help="faces for swapping (all ordered pairs)")
-    parser.add_argument("--clip", default="talking_head_speech.mp4", help="fixture clip for temporal stability ('' = none)")
+    parser.add_argument("--clip", default="talking_head_speech.mp4",
+                        help="fixture clip for temporal stability ('' = none)")
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout instead of the table")
