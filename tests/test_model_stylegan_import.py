@@ -107,8 +107,14 @@ def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path):
 
 def test_pickle_of_plain_data_still_loads(tmp_path):
     path = tmp_path / "plain.pkl"
-    path.write_bytes(pickle.dumps({"G_ema": None, "numbers": [1, 2.5]}))
-    assert load_restricted_pickle(path)["numbers"] == [1, 2.5]
+    gain = np.float64(0.5)  # module attributes such as weight_gain are numpy scalars (numpy._core under numpy 2)
+    path.write_bytes(pickle.dumps({"G_ema": None, "numbers": [1, 2.5], "gain": gain, "w": torch.arange(3.0)}))
+    data = load_restricted_pickle(path)
+    assert data["numbers"] == [1, 2.5] and data["gain"] == gain and torch.equal(data["w"], torch.arange(3.0))
+    path.write_bytes(pickle.dumps(np.zeros(2)))  # numpy arrays are not tensors: refused
+    with pytest.raises(WeightsError, match="refused"):
+        load_restricted_pickle(path)
+    path.write_bytes(pickle.dumps({"G_ema": None}))
     with pytest.raises(WeightsError, match="not an NVlabs network pickle"):
         read_stylegan(path)
 
