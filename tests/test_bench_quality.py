@@ -71,3 +71,20 @@ def test_benchmark_runs_end_to_end_on_a_tiny_random_checkpoint(tmp_path, capsys)
     assert 0 <= result["deid"]["matches_original"] + result["deid"]["matches_someone_else"] <= 1
     assert set(result["deid"]["matched_to"]) and result["temporal"]["frames"] >= 2
     assert np.isfinite(result["temporal"]["swap"]["landmark_jitter_ratio"])
+
+
+@pytest.mark.skipif(not (bench_quality.FIXTURES / "photos").is_dir(), reason="../shared/fixtures not present")
+@pytest.mark.skipif(not dlib_available(), reason="dlib not installed")
+def test_a_model_that_returns_its_target_scores_perfect_geometry_and_no_anonymity(tmp_path, monkeypatch):
+    from styleface_cli.model import StyleFaceConfig, init_checkpoint
+
+    checkpoint = tmp_path / "tiny.safetensors"
+    init_checkpoint(StyleFaceConfig.tiny(32), checkpoint, seed=0)
+    monkeypatch.setattr(bench_quality.Model, "render", lambda self, targets, w_plus: [t.copy() for t in targets])
+    result = bench_quality.evaluate(checkpoint=checkpoint, recognizer_name="dlib", faces_limit=3, swap_faces=2,
+                                    clip=None, frames=0)
+    deid, swap = result["deid"], result["swap"]
+    assert deid["pose_error"] == 0 and deid["expression_error"] == 0
+    assert deid["matches_original"] == 1 and deid["matches_someone_else"] == 0
+    assert swap["cos_to_target"] == pytest.approx(1.0) and swap["pose_error"] == 0
+    assert result["temporal"] is None
