@@ -23,28 +23,25 @@ Key maps (written out once, in ``_generator_rows`` / ``_discriminator_rows``): e
 their shape, our name, our shape) for one tensor of our ``Generator`` / ``Discriminator``; every
 conversion is a reshape. Verification is strict: a missing tensor, a shape that differs from the row, or a
 learned tensor of the file that no row consumes raises ``WeightsError`` naming it. Per block ``res``
-(``b4``: ``const`` and ``conv1`` only; rosinality index ``k = log2(res) - 3``):
+(``b4``: ``const`` and ``conv1`` only; rosinality index ``k = log2(res) - 3``)::
 
-=================================  =================================  ========================
-ours (NVlabs: the same name)       rosinality                         reshape
-=================================  =================================  ========================
-mapping.fc{i}.weight / .bias        style.{i+1}.weight / .bias
-mapping.w_avg                       latent_avg (file top level)        [1, w] or [w] -> [w]
-synthesis.b4.const                  input.input                        [1, C, 4, 4] -> [C, 4, 4]
-synthesis.b{res}.conv0.*            convs.{2k}.*                       (see the layer rows)
-synthesis.b{res}.conv1.*            convs.{2k+1}.* (b4: conv1.*)
-synthesis.b{res}.torgb.*            to_rgbs.{k}.* (b4: to_rgb1.*)
- layer .weight                       .conv.weight                       [1, O, I, k, k] -> [O, I, k, k]
- layer .affine.weight / .bias        .conv.modulation.weight / .bias
- layer .bias                         .activate.bias (torgb: .bias)      torgb [1, 3, 1, 1] -> [3]
- layer .noise_strength               .noise.weight                      [1] -> []
- layer .noise_const                  noises.noise_{j} (j: conv order)   [1, 1, H, W] -> [H, W]
-D b{R}.fromrgb.weight / .bias        convs.0.0.weight / convs.0.1.bias
-D b{res}.conv0.weight / .bias        convs.{i}.conv1.0.weight / .1.bias  (i = log2(R / res) + 1)
-D b{res}.conv1.weight / .bias        convs.{i}.conv2.1.weight / .2.bias
-D b{res}.skip.weight                 convs.{i}.skip.1.weight
-D b4.conv / .fc / .out              final_conv.0/.1, final_linear.0, final_linear.1
-=================================  =================================  ========================
+    ours (NVlabs: the same name)      rosinality                              reshape
+    mapping.fc{i}.weight / .bias      style.{i+1}.weight / .bias
+    mapping.w_avg                     latent_avg (file top level)             [1, w] or [w] -> [w]
+    synthesis.b4.const                input.input                             [1, C, 4, 4] -> [C, 4, 4]
+    synthesis.b{res}.conv0.*          convs.{2k}.*                            (layer rows below)
+    synthesis.b{res}.conv1.*          convs.{2k+1}.* (b4: conv1.*)
+    synthesis.b{res}.torgb.*          to_rgbs.{k}.* (b4: to_rgb1.*)
+      layer .weight                   .conv.weight                            [1, O, I, k, k] -> [O, I, k, k]
+      layer .affine.weight / .bias    .conv.modulation.weight / .bias
+      layer .bias                     .activate.bias (torgb: .bias)           torgb [1, 3, 1, 1] -> [3]
+      layer .noise_strength           .noise.weight                           [1] -> []
+      layer .noise_const              noises.noise_{j} (j: conv order)        [1, 1, H, W] -> [H, W]
+    D b{R}.fromrgb.weight / .bias     convs.0.0.weight / convs.0.1.bias
+    D b{res}.conv0.weight / .bias     convs.{i}.conv1.0.weight / .1.bias      (i = log2(R / res) + 1)
+    D b{res}.conv1.weight / .bias     convs.{i}.conv2.1.weight / .2.bias
+    D b{res}.skip.weight              convs.{i}.skip.1.weight
+    D b4.conv / .fc / .out            final_conv.0 / .1, final_linear.0, final_linear.1
 
 Both formats store the equalized-learning-rate weights unscaled with the same gains as ours (the mapping
 layers divided by their lr multiplier 0.01), so no value changes. Filter buffers (``resample_filter``,
@@ -147,7 +144,8 @@ def _reconstruct_persistent_obj(meta: Any) -> PersistentHolder:
     return PersistentHolder(meta)
 
 
-def _rebuild_parameter(data: torch.Tensor, requires_grad: bool, backward_hooks: Any) -> torch.Tensor:
+def _rebuild_parameter(data: torch.Tensor, requires_grad: bool, backward_hooks: Any, state: Any = None) -> torch.Tensor:
+    """``torch._utils._rebuild_parameter`` (and ``..._with_state``): the tensor, without hooks or state."""
     if not isinstance(data, torch.Tensor):
         raise WeightsError("a parameter in the pickle is not a tensor")
     return data
@@ -170,6 +168,7 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("torch.storage", "_load_from_bytes"): _load_storage_from_bytes,
     ("numpy", "dtype"): np.dtype,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,  # pickles written under numpy 1.x
