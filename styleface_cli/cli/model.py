@@ -72,6 +72,25 @@ def build_stylegan_config(
     return styleface_config_for(weights.arch, base), weights
 
 
+def new_model_config(
+    *,
+    init_stylegan: Path | None,
+    preset: str,
+    resolution: int | None,
+    attr_resolution: int | None = None,
+    recognizer: str | None = None,
+    **generator_sizes: int | None,
+):
+    """The config of a new network, ``(config, StyleGAN2 weights or None)``: from ``--init-stylegan``'s file
+    (``build_stylegan_config``), else from the preset and the options (``build_config``, 256 px by default)."""
+    if init_stylegan is not None:
+        return build_stylegan_config(stylegan=init_stylegan, preset=preset, resolution=resolution,
+                                     attr_resolution=attr_resolution, recognizer=recognizer, **generator_sizes)
+    config = build_config(preset=preset, resolution=resolution or 256, attr_resolution=attr_resolution,
+                          recognizer=recognizer, **generator_sizes)
+    return config, None
+
+
 def info_record(path: Path) -> dict[str, Any]:
     """What ``model info`` reports: path, format version, config, W+ rows, parameters per part."""
     from styleface_cli.model.weights import FORMAT_VERSION, load_checkpoint
@@ -131,16 +150,10 @@ def register(app: typer.Typer) -> None:
         json_output: Annotated[bool, typer.Option("--json", help="Print the new checkpoint's info as JSON on stdout.")] = False,
     ) -> None:
         """Write a randomly initialised StyleFace checkpoint (or one started from a pretrained StyleGAN2)."""
-        stylegan = None
-        if init_stylegan is not None:
-            config, stylegan = build_stylegan_config(
-                stylegan=init_stylegan, preset=preset, resolution=resolution, attr_resolution=attr_resolution,
-                recognizer=recognizer, channel_base=channel_base, channel_max=channel_max, z_dim=z_dim, w_dim=w_dim,
-                mapping_layers=mapping_layers)
-        else:
-            config = build_config(preset=preset, resolution=resolution or 256, channel_base=channel_base,
-                                  channel_max=channel_max, z_dim=z_dim, w_dim=w_dim, mapping_layers=mapping_layers,
-                                  attr_resolution=attr_resolution, recognizer=recognizer)
+        config, stylegan = new_model_config(
+            init_stylegan=init_stylegan, preset=preset, resolution=resolution, attr_resolution=attr_resolution,
+            recognizer=recognizer, channel_base=channel_base, channel_max=channel_max, z_dim=z_dim, w_dim=w_dim,
+            mapping_layers=mapping_layers)
         write_initial_checkpoint(output=output, config=config, seed=seed, overwrite=overwrite,
                                  recognizer_weights=recognizer_weights, stylegan=stylegan)
         record = info_record(output)

@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Callable, Iterator, Optional
 
 import typer
 
-from styleface_cli.cli.model import build_config as build_model_config
-from styleface_cli.cli.model import build_stylegan_config
+from styleface_cli.cli.model import new_model_config
 from styleface_cli.config import DetectConfig
 from styleface_cli.console import Reporter, stderr
 from styleface_cli.errors import ConfigError
@@ -180,16 +179,11 @@ def register(app: typer.Typer) -> None:
         w_contrastive: Annotated[float, typer.Option("--w-contrastive", rich_help_panel=_LOSS)] = LossWeights.contrastive,
     ) -> None:
         """Train StyleFace (adversarial + R1, identity, reconstruction, feature matching, contrastive W+)."""
-        if init_stylegan is not None:  # the file decides the generator; the preset and options the new parts
-            model_config, _ = build_stylegan_config(
-                stylegan=init_stylegan, preset=preset, resolution=resolution, attr_resolution=attr_resolution,
-                recognizer=recognizer, channel_base=channel_base, channel_max=channel_max, z_dim=z_dim, w_dim=w_dim,
-                mapping_layers=mapping_layers)
-        else:
-            model_config = build_model_config(preset=preset, resolution=resolution or 256, channel_base=channel_base,
-                                              channel_max=channel_max, z_dim=z_dim, w_dim=w_dim,
-                                              mapping_layers=mapping_layers, attr_resolution=attr_resolution,
-                                              recognizer=recognizer)
+        # with --init-stylegan the file decides the generator (the trainer reads its weights again)
+        model_config, _ = new_model_config(
+            init_stylegan=init_stylegan, preset=preset, resolution=resolution, attr_resolution=attr_resolution,
+            recognizer=recognizer, channel_base=channel_base, channel_max=channel_max, z_dim=z_dim, w_dim=w_dim,
+            mapping_layers=mapping_layers)
         config = build_train_config(
             data_dir=data_dir, out=out, model_config=model_config, init=init, recognizer_weights=recognizer_weights,
             init_stylegan=init_stylegan,
