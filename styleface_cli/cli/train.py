@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Callable, Iterator, Optional
 
 import typer
 
-from styleface_cli.cli.model import build_config as build_model_config
+from styleface_cli.cli.model import new_model_config
 from styleface_cli.config import DetectConfig
 from styleface_cli.console import Reporter, stderr
 from styleface_cli.errors import ConfigError
@@ -147,8 +147,9 @@ def register(app: typer.Typer) -> None:
         json_output: Annotated[bool, typer.Option("--json", help="A JSON summary on stdout.", rich_help_panel=_OUT)] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or messages on stderr.", rich_help_panel=_OUT)] = False,
         init: Annotated[Optional[Path], typer.Option("--init", help="Start from this StyleFace checkpoint (its size wins over the options below).", rich_help_panel=_MODEL)] = None,
-        recognizer_weights: Annotated[Optional[Path], typer.Option("--recognizer-weights", help="arcface_torch or CurricularFace weights for the frozen recognizer.", rich_help_panel=_MODEL)] = None,
-        resolution: Annotated[int, typer.Option("--resolution", help="Generator resolution (the data may be larger).", rich_help_panel=_MODEL)] = 256,
+        recognizer_weights: Annotated[Optional[Path], typer.Option("--recognizer-weights", help="arcface_torch or CurricularFace weights, or an insightface ONNX pack file, for the frozen recognizer.", rich_help_panel=_MODEL)] = None,
+        init_stylegan: Annotated[Optional[Path], typer.Option("--init-stylegan", help="Start mapping, synthesis and discriminator from a StyleGAN2 config-F file (NVlabs .pkl or rosinality .pt); it decides the generator's size.", rich_help_panel=_MODEL)] = None,
+        resolution: Annotated[Optional[int], typer.Option("--resolution", help="Generator resolution (the data may be larger); default 256, or the --init-stylegan file's.", rich_help_panel=_MODEL)] = None,
         preset: Annotated[str, typer.Option("--preset", help="paper (StyleGAN2 config F, IR-100) | tiny (tests).", rich_help_panel=_MODEL)] = "paper",
         recognizer: Annotated[Optional[str], typer.Option("--recognizer", help="tiny | iresnet50 | iresnet100 (default: the preset's).", rich_help_panel=_MODEL)] = None,
         channel_base: Annotated[Optional[int], typer.Option("--channel-base", rich_help_panel=_MODEL)] = None,
@@ -178,12 +179,14 @@ def register(app: typer.Typer) -> None:
         w_contrastive: Annotated[float, typer.Option("--w-contrastive", rich_help_panel=_LOSS)] = LossWeights.contrastive,
     ) -> None:
         """Train StyleFace (adversarial + R1, identity, reconstruction, feature matching, contrastive W+)."""
-        model_config = build_model_config(preset=preset, resolution=resolution, channel_base=channel_base,
-                                          channel_max=channel_max, z_dim=z_dim, w_dim=w_dim,
-                                          mapping_layers=mapping_layers, attr_resolution=attr_resolution,
-                                          recognizer=recognizer)
+        # with --init-stylegan the file decides the generator (the trainer reads its weights again)
+        model_config, _ = new_model_config(
+            init_stylegan=init_stylegan, preset=preset, resolution=resolution, attr_resolution=attr_resolution,
+            recognizer=recognizer, channel_base=channel_base, channel_max=channel_max, z_dim=z_dim, w_dim=w_dim,
+            mapping_layers=mapping_layers)
         config = build_train_config(
             data_dir=data_dir, out=out, model_config=model_config, init=init, recognizer_weights=recognizer_weights,
+            init_stylegan=init_stylegan,
             steps=steps, batch_size=batch_size, lr_g=lr_g, lr_d=lr_d, beta1=beta1, beta2=beta2, r1_gamma=r1_gamma,
             r1_interval=r1_interval, ema_kimg=ema_kimg, ema_rampup=ema_rampup or None, momentum=momentum,
             temperature=temperature, same_identity_prob=same_identity_prob, deid_prob=deid_prob,

@@ -74,7 +74,8 @@ from torch import nn
 from styleface_cli.errors import ConfigError, InputError, OutputError, WeightsError
 from styleface_cli.face import align
 from styleface_cli.model import (Discriminator, StyleFace, StyleFaceConfig, load_checkpoint, load_recognizer_weights,
-                                 save_checkpoint, set_kernel_policy)
+                                 load_state_dict_strict, save_checkpoint, set_kernel_policy)
+from styleface_cli.model.stylegan_import import crop_to, load_stylegan_into, read_stylegan, styleface_config_for
 from styleface_cli.ops.build import resolve_policy
 from styleface_cli.train import TrainConfig, data, losses
 
@@ -203,16 +204,28 @@ class Trainer:
         self.dist = dist
         device = dist.device
         torch.manual_seed(config.seed)  # identical initialisation on every rank (DDP also broadcasts rank 0's)
+        stylegan = None
         if config.init is not None:
             self.G = load_checkpoint(config.init, device)
         else:
-            self.G = StyleFace(model_config or config.model or StyleFaceConfig.preset(256)).to(device)
+            self.G = StyleFace(model_config or config.model or StyleFaceConfig.preset(256))
+            if config.init_stylegan is not None and model_config is None:  # not on resume: the state wins
+                stylegan = _read_stylegan_for(config.init_stylegan, self.G.config)
+                load_stylegan_into(self.G, stylegan)
+            self.G = self.G.to(device)
         if config.recognizer_weights is not None:
             load_recognizer_weights(self.G.recognizer, config.recognizer_weights)
         self.G.train()
         mc = self.G.config
         policy = resolve_policy(config.kernels)
-        self.D = Discriminator(mc.resolution, channel_base=mc.channel_base, channel_max=mc.channel_max).to(device)
+        # D has the generator's channel table (one table in the config; an imported D must agree with its G)
+        self.D = Discriminator(mc.resolution, channels=mc.block_channels, conv_clamp=mc.conv_clamp)
+        self.stylegan_discriminator = stylegan is not None and stylegan.discriminator is not None
+        if self.stylegan_discriminator:
+            state = self.D.state_dict()
+            state.update(stylegan.discriminator)  # a cropped file leaves the new fromrgb at its initialisation
+            load_state_dict_strict(self.D, state, what=f"discriminator of {config.init_stylegan}")
+        self.D = self.D.to(device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.momentum_projector = copy.deepcopy(self.G.projector).eval().requires_grad_(False)
         for module in (self.G, self.D, self.G_ema, self.momentum_projector):
@@ -393,6 +406,16 @@ class Trainer:
                 "G_ema": total(self.G_ema.parameters()),
                 "momentum_projector": total(self.momentum_projector.parameters()),
                 "keys_list": total([self.keys_list]), "w_avg": total([self.G.projector.mapping.w_avg])}
+
+
+def _read_stylegan_for(path: Path, model_config: StyleFaceConfig):
+    """The StyleGAN2 file cropped to the model's resolution; ``ConfigError`` when ``model_config`` is not
+    the config that file gives (``styleface train`` builds it with ``styleface_config_for``)."""
+    stylegan = crop_to(read_stylegan(path), model_config.resolution)
+    expected = styleface_config_for(stylegan.arch, model_config)
+    if expected != model_config:
+        raise ConfigError(f"the model config does not match {path}: expected {expected}, got {model_config}")
+    return stylegan
 
 
 def _nan_to_num_grads(module: nn.Module) -> None:
@@ -592,7 +615,9 @@ def _run(config: TrainConfig, dist: Distributed, on_step: StepCallback | None,
                 "random streams restart from the saved rank-0 stream")
         trainer.set_rng_state(rng[dist.rank] if dist.rank < len(rng) else rng[0])
         say(f"resumed from {states[-1]} at step {trainer.step}")
-    elif config.recognizer_weights is None and config.init is None:
+    elif not trainer.stylegan_discriminator and config.init_stylegan is not None:
+        say(f"warning: {config.init_stylegan} has no discriminator: D starts from random weights")
+    if state is None and config.recognizer_weights is None and config.init is None:
         say("warning: no --recognizer-weights: the identity loss and projector use a randomly initialised "
             "recognizer (fine for smoke tests, useless for a real model)")
     if dist.is_main:
