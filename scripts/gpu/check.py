@@ -539,6 +539,8 @@ def step_train(sizes: Sizes, work: Path, result: StepResult, deadline: float) ->
                   images_per_s=round(rate * sizes.train_batch, 2) if rate else None)
     if not resumed_ok:
         raise RuntimeError(f"the resumed run did not continue from step {first}: logged steps {steps}")
+    if runs[0].get("backend") not in ("nccl", "gloo"):
+        raise RuntimeError(f"training under torchrun ran without a process group: {runs[0].get('backend')}")
     if not (runs[0].get("process_group_smoke") or {}).get("ok"):
         raise RuntimeError(f"the process-group all-reduce failed: {runs[0].get('process_group_smoke')}")
 
@@ -570,16 +572,15 @@ def probe_train(probe_out: Path, args: list[str]) -> int:
     if torch.cuda.is_available():
         seen["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
     seen["exit_code"] = code
-    seen.setdefault("backend", f"none: the loop makes a process group only when WORLD_SIZE > 1 (here "
-                               f"{os.environ.get('WORLD_SIZE')})")
+    seen.setdefault("backend", "none: the training loop made no process group under torchrun")
     probe_out.write_text(json.dumps(seen))
     return code
 
 
 def _process_group_smoke() -> dict[str, Any]:
     """One all-reduce through torchrun's rendezvous on the backend the loop would pick (NCCL on a GPU, gloo on
-    a CPU): at WORLD_SIZE 1 the training loop itself never makes a process group, so this is what proves
-    the collective backend works here. The group is taken down again before training starts."""
+    a CPU), before training: it names the backend's own failure apart from the loop's. The group is taken
+    down again before training starts, and the loop then makes its own (DDP over one process)."""
     import torch
     import torch.distributed as dist
 

@@ -95,10 +95,11 @@ class Distributed:
     world_size: int
     local_rank: int
     device: torch.device
+    launched: bool = False  # started by torchrun (a process group exists, even of one process)
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.launched
 
     @property
     def is_main(self) -> bool:
@@ -106,7 +107,13 @@ class Distributed:
 
 
 def init_distributed(device: str) -> Distributed:
-    """Join torchrun's process group when launched by it (``WORLD_SIZE`` > 1), else a single process."""
+    """Join torchrun's process group when launched by it, else a single process.
+
+    A torchrun launch of one process (``--nproc_per_node 1``) joins a process group too, so the DDP
+    wrappers and NCCL collectives of a multi-GPU run are exercised on a single GPU (the GPU check does
+    exactly that); a plain ``styleface train`` has no ``WORLD_SIZE`` and runs without them.
+    """
+    launched = "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -118,9 +125,9 @@ def init_distributed(device: str) -> Distributed:
         dev = torch.device("cuda", local_rank)
     else:
         dev = torch.device("cpu")
-    if world_size > 1 and not torch.distributed.is_initialized():
+    if launched and not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://")
-    return Distributed(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+    return Distributed(rank=rank, world_size=world_size, local_rank=local_rank, device=dev, launched=launched)
 
 
 def _all_reduce_mean(tensor: torch.Tensor, dist: Distributed) -> torch.Tensor:
