@@ -7,7 +7,7 @@ import os
 import pytest
 
 from styleface_cli.errors import OutputError
-from styleface_cli.video.atomic import atomic_output, check_output_path
+from styleface_cli.atomic import atomic_output, check_output_path
 
 
 def test_success_renames_the_hidden_temporary_onto_the_output(tmp_path):

@@ -31,7 +31,7 @@ from styleface_cli.errors import ConfigError, ExitCode, OutputError, StylefaceEr
 from styleface_cli.face.obfuscate import METHODS as OBFUSCATIONS
 from styleface_cli.inputs import Job, plan_jobs
 from styleface_cli.tools import Tools, prepare_tools
-from styleface_cli.video.atomic import check_output_path
+from styleface_cli.atomic import check_output_path
 from styleface_cli.video.decode import probe
 from styleface_cli.video.images import is_image_path
 
