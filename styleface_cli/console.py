@@ -58,7 +58,7 @@ class Reporter:
                     markup=False,
                 )
             else:
-                stderr.print(f"{record['input']}: {status}: {record.get('error', '')}", markup=False)
+                stderr.print(f"{record['input']}: {status}: {record.get('error') or record.get('reason') or ''}", markup=False)
 
 
 class FrameProgress:
@@ -97,3 +97,63 @@ class FrameProgress:
         if self._progress is not None:
             elapsed = max(time.perf_counter() - self.started, 1e-6)
             self._progress.update(self._task, advance=frames, fps=self.frames / elapsed, faces=self.faces)
+
+
+class DatasetProgress:
+    """One display for a run over many inputs: files done/total, faces, files/s and ETA on the first row,
+    then a frame bar for each input in flight (in this process or in ``--jobs`` workers)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.started_at = time.perf_counter()
+        self.done = 0
+        self.faces = 0
+        self._files: dict[object, Any] = {}
+        self._progress: Progress | None = None
+        if enabled:
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}, {task.fields[faces]} faces"),
+                TimeRemainingColumn(),
+                console=stderr,
+                transient=True,
+            )
+            self._overall = self._progress.add_task("files", total=total, rate="", faces=0, visible=total > 1)
+
+    def __enter__(self) -> "DatasetProgress":
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def started(self, job, total_frames: int | None = None) -> None:
+        if self._progress is not None:
+            from styleface_cli.cli.anonymize import expected_frames
+
+            total = total_frames if total_frames is not None else expected_frames(job.source)
+            self._files[job] = (self._progress.add_task(job.source.name, total=total or None, rate="", faces=0),
+                                time.perf_counter(), [0, 0])
+
+    def advanced(self, job, frames: int, faces: int) -> None:
+        entry = self._files.get(job)
+        if self._progress is not None and entry is not None:
+            task, since, counts = entry
+            counts[0] += frames
+            counts[1] += faces
+            rate = f"{counts[0] / max(time.perf_counter() - since, 1e-6):.1f} fps"
+            self._progress.update(task, advance=frames, rate=rate, faces=counts[1])
+
+    def finished(self, job, record: dict[str, Any]) -> None:
+        self.done += 1
+        self.faces += record.get("faces") or 0
+        if self._progress is not None:
+            entry = self._files.pop(job, None)
+            if entry is not None:
+                self._progress.remove_task(entry[0])
+            rate = f"{self.done / max(time.perf_counter() - self.started_at, 1e-6):.2f} files/s"
+            self._progress.update(self._overall, advance=1, rate=rate, faces=self.faces)
