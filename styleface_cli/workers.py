@@ -46,6 +46,8 @@ def run_in_workers(todo: list[tuple[Job, str | None]], *, cfg: AnonymizeConfig, 
 
     def start_worker() -> None:
         nonlocal next_id
+        if next_id >= 2 * workers + len(todo):  # workers die as they start: say so rather than loop
+            raise StylefaceError(f"the worker processes keep dying ({next_id} started); run with --jobs 1 to see why")
         process = context.Process(target=_worker_main, name=f"styleface-worker-{next_id}", daemon=True,
                                   args=(next_id, worker_cfg, info, overwrite, threads, report_frames, tasks, results))
         process.start()
