@@ -155,7 +155,7 @@ class ReportLog:
 
     def append(self, record: dict[str, Any]) -> None:
         if record["status"] in ("ok", "error"):
-            append_line(self.path, json.dumps(record, default=str, ensure_ascii=False))
+            append_line(self.path, json.dumps(record, default=str))  # ASCII: any file name, even not UTF-8
 
 
 def read_report(path: Path) -> dict[str, dict[str, Any]]:

@@ -111,6 +111,31 @@ def test_stdin_and_files_from_keep_the_folder_structure(tmp_path, how):
         assert (out / f"{stem}_anonymized{suffix}").is_file()
 
 
+def test_listed_paths_are_names_not_patterns_and_missing_ones_are_reported(tmp_path):
+    small_photo(tmp_path / "shot[1].png")
+    listing = f"{tmp_path / 'shot[1].png'}\n{tmp_path / 'gone*.png'}\n".encode()
+    result = cli("anonymize", "-", "--method", "blur", "--json", "--quiet", stdin=listing)
+    assert result.exit_code == ExitCode.PARTIAL
+    records = {r["key"]: r for r in records_of(result.stdout)}
+    assert records["shot[1].png"]["status"] == "ok" and (tmp_path / "shot[1]_anonymized.png").is_file()
+    assert records["gone*.png"]["status"] == "error" and records["gone*.png"]["exit_code"] == ExitCode.INPUT
+
+
+def test_a_name_that_is_not_utf8_goes_through_the_report_and_resume(tmp_path):
+    folder = os.fsencode(tmp_path / "data")
+    os.mkdir(folder)
+    raw = os.path.join(folder, b"caf\xe9 \xff.png")
+    Image.fromarray(media.gradient(48, 32, 0)).save(os.fsdecode(raw))
+    args = ("anonymize", "-", "--output-dir", str(tmp_path / "out"), "--report", str(tmp_path / "r.jsonl"),
+            "--method", "blur", "--json", "--quiet", "--resume")
+    first = cli(*args, stdin=raw + b"\n")
+    assert first.exit_code == 0, first.output
+    assert [r["status"] for r in records_of(first.stdout)] == ["ok"]
+    assert os.path.exists(os.path.join(os.fsencode(tmp_path / "out"), b"caf\xe9 \xff_anonymized.png"))
+    again = cli(*args, stdin=raw + b"\n")
+    assert [r["status"] for r in records_of(again.stdout)] == ["skipped"]
+
+
 def test_root_sets_the_keys_and_the_output_structure(tmp_path):
     small_photo(tmp_path / "data" / "a" / "b" / "p.png")
     result = cli("anonymize", "-", "--root", str(tmp_path / "data"), "--output-dir", str(tmp_path / "out"),
@@ -444,3 +469,29 @@ def test_api_anonymizer_array_file_and_anonymize(tmp_path):
     assert [r["status"] for r in records] == ["ok"] and (tmp_path / "out" / "f_anonymized.png").is_file()
     assert [r["status"] for r in anonymize([tmp_path / "in"], output_dir=tmp_path / "out", method="blur",
                                            report=tmp_path / "r.jsonl", resume=True)] == ["skipped"]
+
+
+def test_a_worker_killed_mid_input_is_reported_and_the_others_finish(tmp_path, long_clips):
+    data = tmp_path / "data"
+    data.mkdir()
+    os.link(long_clips / "long0.mp4", data / "long0.mp4")
+    small_photo(data / "small0.png")
+    small_photo(data / "small1.png", 1)
+    out = tmp_path / "out"
+    process = cli_process("anonymize", str(data), "--output-dir", str(out), "--method", "blur", "--jobs", "2", "--json")
+    deadline = time.monotonic() + 60
+    writing = []
+    while time.monotonic() < deadline and not writing:
+        writing = [p for p in hidden_files(out)] if out.exists() else []
+        writing = [p for p in writing if p.name.startswith(".long0_anonymized.")]
+        time.sleep(0.02)
+    worker = int(writing[0].name.split(".")[-3].split("-")[0])  # the pid in the temporary's name
+    assert worker != process.pid
+    os.kill(worker, signal.SIGKILL)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == ExitCode.PARTIAL, stderr.decode()
+    records = {r["key"]: r for r in records_of(stdout.decode())}
+    assert sorted(records) == ["long0.mp4", "small0.png", "small1.png"]
+    assert records["long0.mp4"]["status"] == "error" and "worker process died" in records["long0.mp4"]["error"]
+    assert records["small0.png"]["status"] == records["small1.png"]["status"] == "ok"
+    assert hidden_files(out) == []  # the dead worker's temporary is removed too

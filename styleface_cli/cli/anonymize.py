@@ -29,7 +29,7 @@ from styleface_cli.config import (
 from styleface_cli.console import DatasetProgress, Reporter
 from styleface_cli.errors import ConfigError, ExitCode, StylefaceError
 from styleface_cli.face.obfuscate import METHODS as OBFUSCATIONS
-from styleface_cli.inputs import Job, parse_shard, plan_jobs, read_path_list
+from styleface_cli.inputs import Job, is_tar_path, parse_shard, plan_jobs, read_path_list
 from styleface_cli.video.decode import probe
 from styleface_cli.video.images import is_image_path
 
@@ -241,7 +241,7 @@ def run_dataset(jobs: list[Job], *, cfg: AnonymizeConfig, reporter: Reporter, ov
         raise ConfigError("--export-tracks names one file but several inputs were given")
     if not dry_run:
         reporter.info(f"method: {cfg.method_reason}")
-    with DatasetProgress(len(jobs), reporter.shows_progress and not dry_run) as progress:
+    with DatasetProgress(len(jobs), reporter.shows_progress and not dry_run, frames_of=expected_frames) as progress:
         records = api.execute(jobs, cfg=cfg, overwrite=overwrite, resume=resume, report=report, workers=workers,
                               dry_run=dry_run, progress=progress)
         return report_records(records, reporter, dry_run=dry_run)
@@ -264,8 +264,11 @@ def input_specs(inputs: list[str], files_from: Path | None, null: bool) -> tuple
     return specs, listed
 
 
-def expected_frames(source: Path) -> int | None:
+def expected_frames(job: Job) -> int | None:
     """How many frames the progress bar counts to (for its ETA); None when the container does not say."""
+    source = job.source
+    if is_tar_path(source):
+        return None
     if is_image_path(source):
         return 1
     try:
@@ -363,7 +366,7 @@ def register(app: typer.Typer) -> None:
         reporter = Reporter(quiet=quiet, json_output=json_output)
         reporter.info(f"method: {cfg.method_reason}")
         hider = api.Anonymizer(cfg)
-        with DatasetProgress(1, reporter.shows_progress) as progress:
+        with DatasetProgress(1, reporter.shows_progress, frames_of=expected_frames) as progress:
             progress.started(job)
             record = hider.render(job, tracks, overwrite=overwrite,
                                   on_frame=lambda faces: progress.advanced(job, 1, len(faces.regions)))
