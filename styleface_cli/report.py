@@ -51,7 +51,7 @@ from typing import Any
 from styleface_cli import __version__
 from styleface_cli.atomic import append_line
 from styleface_cli.config import AnonymizeConfig
-from styleface_cli.errors import InputError
+from styleface_cli.errors import InputError, OutputError
 from styleface_cli.inputs import Job
 
 FIELDS = ("input", "output", "key", "status", "reason", "error", "exit_code", "method", "method_reason",
@@ -151,6 +151,9 @@ class ReportLog:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        folder = self.path.parent
+        if self.path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise OutputError(f"--report {self.path}: cannot write there (a folder, or its folder is missing or read-only)")
         self.previous = read_report(self.path)
 
     def append(self, record: dict[str, Any]) -> None:

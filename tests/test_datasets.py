@@ -176,6 +176,9 @@ def test_report_lines_match_what_was_written_and_json_has_one_schema(tmp_path):
     broken = by_key["broken.jpg"]
     assert broken["status"] == "error" and broken["exit_code"] == ExitCode.INPUT and "broken.jpg" in broken["error"]
     assert not (tmp_path / "out" / "broken_anonymized.jpg").exists()
+    with pytest.raises(OutputError, match="--report"):  # refused before any input is processed
+        cli("anonymize", str(data / "a.png"), "-o", str(tmp_path / "b.png"), "--report", str(tmp_path / "no" / "r.jsonl"))
+    assert not (tmp_path / "b.png").exists()
 
 
 # -------------------------------------------------------------------------------------------------
@@ -337,6 +340,10 @@ def test_tar_shard_round_trip_members_order_bytes_and_faces(tmp_path):
                     (f"sample{i:03d}.json", json.dumps({"caption": f"person {i}", "é": True}).encode()),
                     (f"sample{i:03d}.txt", f"caption {i}\n".encode())]
     members.insert(2, ("sample000.cls", b"\x00\x01\x02 binary"))
+    clip = tmp_path / "clip.mp4"
+    media.make_video(clip, width=64, height=48, frames=4)
+    members.append(("sample002.mp4", clip.read_bytes()))
+    members.append(("sample002.json", b"{}"))
     shard = tmp_path / "shards" / "shard-000007.tar"
     shard.parent.mkdir()
     with tarfile.open(shard, "w") as tar:
@@ -348,12 +355,16 @@ def test_tar_shard_round_trip_members_order_bytes_and_faces(tmp_path):
                  "--json", "--quiet")
     assert result.exit_code == 0, result.output
     record = records_of(result.stdout)[0]
-    assert record["members"] == len(members) and record["frames"] == 2 and record["faces"] >= 2
+    assert record["members"] == len(members) and record["frames"] == 2 + 4 and record["faces"] >= 2
     out = tmp_path / "out" / "shard-000007.tar"
     with tarfile.open(out) as tar:
         written = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
     assert [name for name, _ in written] == [name for name, _ in members]  # same names, same order
     for (name, before), (_, after) in zip(members, written):
+        if name.endswith(".mp4"):  # re-encoded, every frame kept
+            (tmp_path / "member.mp4").write_bytes(after)
+            assert after != before and len(media.read_all(tmp_path / "member.mp4")[1]) == 4
+            continue
         if not name.endswith(".jpg"):
             assert after == before  # byte for byte
             continue
