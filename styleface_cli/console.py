@@ -40,6 +40,16 @@ class Reporter:
         """Progress bars only for a person watching: stderr is a terminal and --quiet is off."""
         return not self.quiet and stderr.is_terminal
 
+    def plan(self, record: dict[str, Any]) -> None:
+        """One line of a --dry-run listing on stdout: what would run, or why it is skipped."""
+        if record["status"] == "skipped":
+            line = f"skip {record['input']}: {record['reason']}"
+        else:
+            line = f"run  {record['input']} -> {record['output']}" + (f" ({record['reason']})" if record["reason"] else "")
+        sys.stdout.flush()  # file names as the bytes they are on disk, even when they are not UTF-8
+        sys.stdout.buffer.write((line + "\n").encode(sys.stdout.encoding or "utf-8", "surrogateescape"))
+        sys.stdout.buffer.flush()
+
     def result(self, record: dict[str, Any]) -> None:
         """One result: a JSON line on stdout with --json, else a short human line on stderr."""
         if self.json_output:

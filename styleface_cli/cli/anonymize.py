@@ -1,5 +1,6 @@
 """``styleface anonymize``, ``styleface swap`` and ``styleface render``: parse options, build the config
-once, load the tools once, then run each input.
+once, plan the inputs, then run them through ``styleface_cli.api`` (in this process, or in ``--jobs``
+worker processes that each load the tools once).
 
 With several inputs a failed one does not stop the others; the exit code is that input's own code
 when there was one input, ``PARTIAL`` (7) when some of several failed.
@@ -217,11 +218,7 @@ def report_records(records: Iterable[dict[str, Any]], reporter: Reporter, *, dry
     for record in records:
         codes.append(int(record["exit_code"]))
         if dry_run and not reporter.json_output:
-            if record["status"] == "skipped":
-                print(f"skip {record['input']}: {record['reason']}", flush=True)
-            else:
-                why = f" ({record['reason']})" if record["reason"] else ""
-                print(f"run  {record['input']} -> {record['output']}{why}", flush=True)
+            reporter.plan(record)
         elif record["status"] == "error" and not reporter.json_output:
             reporter.error(record["error"])  # core messages name the file
         else:
