@@ -188,11 +188,14 @@ def resume_decision(job: Job, info: RunInfo, previous: dict[str, dict[str, Any]]
     """``(skip, reason)`` for ``job`` under ``--resume``: skip it when it is done; else the reason to redo it
     (None for an input that was never done). ``previous`` is the earlier report (None: the run has none).
     """
+    earlier = previous.get(job.key) if previous is not None else None
     if not job.output.is_file():
+        if earlier is not None and earlier.get("status") == "error":
+            return False, f"failed in an earlier run ({earlier.get('error')}); tried again"
         return False, None
     if previous is None:
         return True, "the output exists (outputs are written whole or not at all)"
-    record = previous.get(job.key)
+    record = earlier
     if record is None or record.get("status") != "ok":
         return False, "the output exists but the report does not record it complete"
     if record.get("options") != info.options:

@@ -176,6 +176,10 @@ def test_report_lines_match_what_was_written_and_json_has_one_schema(tmp_path):
     broken = by_key["broken.jpg"]
     assert broken["status"] == "error" and broken["exit_code"] == ExitCode.INPUT and "broken.jpg" in broken["error"]
     assert not (tmp_path / "out" / "broken_anonymized.jpg").exists()
+    retried = records_of(cli("anonymize", str(data), "--output-dir", str(tmp_path / "out"), "--report", str(report),
+                             "--method", "blur", "--json", "--quiet", "--resume").stdout)
+    assert {r["key"]: r["status"] for r in retried} == {"a.png": "skipped", "clip.mp4": "skipped", "broken.jpg": "error"}
+    assert "failed in an earlier run" in next(r["reason"] for r in retried if r["key"] == "broken.jpg")
     with pytest.raises(OutputError, match="--report"):  # refused before any input is processed
         cli("anonymize", str(data / "a.png"), "-o", str(tmp_path / "b.png"), "--report", str(tmp_path / "no" / "r.jsonl"))
     assert not (tmp_path / "b.png").exists()
