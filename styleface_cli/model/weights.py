@@ -29,7 +29,7 @@ from torch import nn
 from styleface_cli.errors import ConfigError, OutputError, WeightsError
 from styleface_cli.model.recognizer import IResNet, convert_ir_backbone_state_dict
 from styleface_cli.model.styleface import StyleFace, StyleFaceConfig
-from styleface_cli.video.atomic import atomic_output
+from styleface_cli.atomic import atomic_output
 
 if TYPE_CHECKING:
     from styleface_cli.model.stylegan_import import StyleGANWeights

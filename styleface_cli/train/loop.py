@@ -71,6 +71,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from styleface_cli.atomic import atomic_output
 from styleface_cli.errors import ConfigError, InputError, OutputError, WeightsError
 from styleface_cli.face import align
 from styleface_cli.model import (Discriminator, StyleFace, StyleFaceConfig, load_checkpoint, load_recognizer_weights,
@@ -456,14 +457,11 @@ def save_training_state(path: Path, trainer: Trainer) -> None:
         state = trainer.state_dict()
         state["rng"] = gathered
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
         try:
-            torch.save(state, tmp)
-            os.replace(tmp, path)
+            with atomic_output(path) as tmp:
+                torch.save(state, tmp)
         except OSError as error:
             raise OutputError(f"cannot write {path}: {error}") from error
-        finally:
-            tmp.unlink(missing_ok=True)
     if trainer.dist.enabled:
         torch.distributed.barrier()
 

@@ -35,6 +35,7 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
+from styleface_cli.atomic import atomic_write_text
 from styleface_cli.config import DetectConfig
 from styleface_cli.errors import ConfigError, InputError, OutputError
 from styleface_cli.face import align
@@ -232,9 +233,7 @@ def build_index(records: list[dict], resolution: int) -> dict:
 
 
 def _atomic_write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(value, indent=1))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import av.error
 
 from styleface_cli.errors import InputError
 from styleface_cli.records import Frame, VideoInfo
-from styleface_cli.video.atomic import check_input_file
+from styleface_cli.atomic import check_input_file
 from styleface_cli.video.pixels import YuvPixels, frame_to_rgb, keeps_planes
 
 # How much earlier than its declared duration a stream without a frame index (Matroska, WebM)

@@ -25,7 +25,7 @@ from av.video.reformatter import VideoReformatter
 from styleface_cli.config import EncodeConfig
 from styleface_cli.errors import ConfigError, InputError, OutputError
 from styleface_cli.records import Frame, VideoInfo
-from styleface_cli.video.atomic import atomic_output
+from styleface_cli.atomic import atomic_output
 from styleface_cli.video.decode import ffmpeg_reason
 
 # x264's preset names, fastest first; other encoders get the matching step of their own scale.

@@ -15,7 +15,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from styleface_cli.errors import InputError, OutputError
 from styleface_cli.records import VideoInfo
-from styleface_cli.video.atomic import atomic_output, check_input_file
+from styleface_cli.atomic import atomic_output, check_input_file
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
