@@ -23,6 +23,7 @@ from styleface_cli.config import (
     GenerateConfig,
     IdentityConfig,
     ObfuscateConfig,
+    ReadConfig,
     SelectConfig,
     TrackConfig,
 )
@@ -34,6 +35,7 @@ from styleface_cli.tools import Tools, prepare_tools
 from styleface_cli.video.atomic import check_output_path
 from styleface_cli.video.decode import probe
 from styleface_cli.video.images import is_image_path
+from styleface_cli.video.media import check_output_holds
 
 METHODS = ("auto", "styleface") + OBFUSCATIONS
 _OUT, _DET, _TRK, _HIDE, _GEN, _ENC = "Output", "Detection", "Tracking", "Hiding", "Generator", "Encoding"
@@ -71,6 +73,7 @@ Crf = Annotated[int, typer.Option("--crf", help="Quality (lower is better).", ri
 Preset = Annotated[str, typer.Option("--preset", help="Encoder speed preset.", rich_help_panel=_ENC)]
 EncoderOption = Annotated[list[str], typer.Option("--encoder-option", help="KEY=VALUE passed to the encoder (repeatable).", rich_help_panel=_ENC)]
 NoAudio = Annotated[bool, typer.Option("--no-audio", help="Drop the audio streams.", rich_help_panel=_ENC)]
+MaxPixels = Annotated[int, typer.Option("--max-pixels", help="Refuse pictures and video frames above this many pixels (decompression bombs); 0 = no limit.", rich_help_panel=_OUT)]
 
 
 def parse_rotations(text: str) -> tuple[int, ...]:
@@ -154,6 +157,7 @@ def build_config(
     encoder_option: list[str] = (),
     no_audio: bool = False,
     export_tracks: Path | None = None,
+    max_pixels: int = ReadConfig.max_pixels,
     env: dict[str, str] | None = None,
 ) -> AnonymizeConfig:
     """The one place where command-line values (and the environment) become the frozen config."""
@@ -166,6 +170,8 @@ def build_config(
         raise ConfigError(f"--threshold must be between 0 and 1; got {threshold}")
     if det_size < 0 or (0 < det_size < 64):
         raise ConfigError(f"--det-size must be 0 (as the frame is) or at least 64; got {det_size}")
+    if max_pixels < 0:
+        raise ConfigError(f"--max-pixels must be 0 (no limit) or more; got {max_pixels}")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1; got {batch_size}")
     if not 0.0 <= identity_strength <= 1.0:
@@ -201,6 +207,7 @@ def build_config(
                                 sources=tuple(sources), mix=parse_mix(mix)),
         select=select,
         export_tracks=export_tracks,
+        read=ReadConfig(max_pixels=max_pixels),
     )
 
 
@@ -212,6 +219,7 @@ def run_jobs(jobs: list[Job], *, overwrite: bool, reporter: Reporter, cfg: Anony
         record = {"input": str(job.source), "output": str(job.output), "method": cfg.method, "method_reason": cfg.method_reason}
         started = time.perf_counter()
         try:
+            check_output_holds(job.source, job.output)  # before anything is created
             if job.make_folder and not job.output.parent.exists():
                 try:
                     job.output.parent.mkdir(parents=True, exist_ok=True)
@@ -275,7 +283,7 @@ def register(app: typer.Typer) -> None:
         identity_strength: IdentityStrength = IdentityConfig.strength, mix: Mix = "",
         batch_size: BatchSize = GenerateConfig.batch_size, device: Device = "auto", kernels: Kernels = None,
         codec: Codec = EncodeConfig.codec, crf: Crf = EncodeConfig.crf, preset: Preset = EncodeConfig.preset,
-        encoder_option: EncoderOption = [], no_audio: NoAudio = False,
+        encoder_option: EncoderOption = [], no_audio: NoAudio = False, max_pixels: MaxPixels = ReadConfig.max_pixels,
     ) -> None:
         """Hide every face in videos and photos: a new synthetic identity per person (with a StyleFace
         checkpoint) or blur / pixelate / mask; audio, timing and size are kept."""
@@ -286,7 +294,7 @@ def register(app: typer.Typer) -> None:
             max_age=max_age, min_hits=min_hits, backfill=backfill, scene_cut=scene_cut, checkpoint=checkpoint,
             seed=seed, min_identity_distance=min_identity_distance, identity_strength=identity_strength, mix=mix,
             batch_size=batch_size, device=device, kernels=kernels, select=select, codec=codec, crf=crf,
-            preset=preset, encoder_option=encoder_option, no_audio=no_audio, export_tracks=export_tracks)
+            preset=preset, encoder_option=encoder_option, no_audio=no_audio, export_tracks=export_tracks, max_pixels=max_pixels)
         jobs = plan_jobs(inputs, output=output, output_dir=output_dir)
         reporter = Reporter(quiet=quiet, json_output=json_output)
         tools = _start(cfg, reporter, jobs)
@@ -307,7 +315,7 @@ def register(app: typer.Typer) -> None:
         checkpoint: Checkpoint = None, identity_strength: IdentityStrength = IdentityConfig.strength, mix: Mix = "",
         batch_size: BatchSize = GenerateConfig.batch_size, device: Device = "auto", kernels: Kernels = None,
         codec: Codec = EncodeConfig.codec, crf: Crf = EncodeConfig.crf, preset: Preset = EncodeConfig.preset,
-        encoder_option: EncoderOption = [], no_audio: NoAudio = False,
+        encoder_option: EncoderOption = [], no_audio: NoAudio = False, max_pixels: MaxPixels = ReadConfig.max_pixels,
     ) -> None:
         """Put the source person's identity on the target's faces (needs a StyleFace checkpoint)."""
         for path in source:
@@ -318,7 +326,7 @@ def register(app: typer.Typer) -> None:
             det_size=det_size, rotations=rotations, checkpoint=checkpoint, identity_strength=identity_strength,
             sources=tuple(source), mix=mix, batch_size=batch_size, device=device, kernels=kernels,
             select=parse_target(target, target_face), codec=codec, crf=crf, preset=preset,
-            encoder_option=encoder_option, no_audio=no_audio, export_tracks=export_tracks)
+            encoder_option=encoder_option, no_audio=no_audio, export_tracks=export_tracks, max_pixels=max_pixels)
         jobs = plan_jobs(inputs, output=output, output_dir=output_dir, suffix="_swapped")
         reporter = Reporter(quiet=quiet, json_output=json_output)
         tools = _start(cfg, reporter, jobs)
@@ -336,12 +344,12 @@ def register(app: typer.Typer) -> None:
         checkpoint: Checkpoint = None, seed: Seed = IdentityConfig.seed,
         batch_size: BatchSize = GenerateConfig.batch_size, device: Device = "auto", kernels: Kernels = None,
         codec: Codec = EncodeConfig.codec, crf: Crf = EncodeConfig.crf, preset: Preset = EncodeConfig.preset,
-        encoder_option: EncoderOption = [], no_audio: NoAudio = False,
+        encoder_option: EncoderOption = [], no_audio: NoAudio = False, max_pixels: MaxPixels = ReadConfig.max_pixels,
     ) -> None:
         """Re-render from a tracks file with no detection, so a reviewer can add or fix boxes and render again."""
         cfg = build_config(method=method, mask_scale=mask_scale, feather=feather, strength=strength,
                            checkpoint=checkpoint, seed=seed, batch_size=batch_size, device=device, kernels=kernels,
-                           codec=codec, crf=crf, preset=preset, encoder_option=encoder_option, no_audio=no_audio)
+                           codec=codec, crf=crf, preset=preset, encoder_option=encoder_option, no_audio=no_audio, max_pixels=max_pixels)
         jobs = plan_jobs([str(source)], output=output, output_dir=None)
         reporter = Reporter(quiet=quiet, json_output=json_output)
         tools = _start(cfg, reporter, jobs)

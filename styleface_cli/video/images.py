@@ -1,58 +1,141 @@
-"""Read photos upright (EXIF orientation applied) and write them back with no metadata at all.
+"""Pictures (photos and animated images): read upright, written back as they were, minus faces and metadata.
 
-An anonymised photo must not keep what identifies where and with what it was taken, so
-``write_image`` writes pixels only: no EXIF (camera, GPS position, time), no XMP, no ICC
-profile, no text chunks.
+The pipeline works on ``[H, W, 3]`` uint8 RGB (``Frame.image``): the picture's colour data. What that
+representation cannot hold is kept beside it in a ``Picture`` and put back on writing, so the output
+displays as the input did everywhere outside the hidden faces:
+
+- transparency: the alpha channel is written back exactly as it was (faces are hidden in the colour
+  data under it, so a face made transparent stays hidden if someone removes the alpha);
+- bit depth and mode: grey stays grey, 16-bit grey stays 16-bit (its 8-bit working copy is scaled, not
+  clipped), CMYK JPEG stays CMYK; pixels the pipeline left alone are written bit for bit from the
+  original, only changed pixels are converted back. Palette and 1-bit pictures become RGB(A) or grey:
+  a lossless widening;
+- the ICC colour profile (Display P3 and the like) is kept, and no pixel is colour-converted, so colours
+  display as before. It says nothing about who or where;
+- animations (GIF, WebP, APNG) keep every frame, each frame's duration and the loop count.
+
+Everything else is dropped: EXIF (camera, GPS, time), XMP, comments and text chunks. EXIF orientation
+is applied to the pixels before it is dropped.
+
+Pictures above a pixel limit are refused before their pixels are decoded (decompression bombs).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
+from styleface_cli.config import DEFAULT_MAX_PIXELS
 from styleface_cli.errors import InputError, OutputError
 from styleface_cli.records import VideoInfo
 from styleface_cli.video.atomic import atomic_output, check_input_file
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif")
 
-_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
+_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".gif": "GIF"}
+ANIMATION_FORMATS = frozenset({"PNG", "WEBP", "GIF"})  # Pillow writes every frame of these
+_ICC_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
+
+# Modes whose pixels are 16 (or more) bits of grey; their 8-bit working copy is value / 257.
+_DEEP_GREY = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+# Modes read as they are: each maps losslessly (or, for CMYK, by merging; see _back_to_mode) to RGB.
+_READABLE = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"}) | _DEEP_GREY
+
+# An animation's frames wait in memory until the last one is done (the writers need them all).
+ANIMATION_PIXEL_FACTOR = 4  # all frames together may hold this many times the per-picture limit
 
 
 def is_image_path(path: Path) -> bool:
-    """Whether ``path`` names a photo this module reads and writes (by its suffix, any case)."""
+    """Whether ``path`` names a picture this module reads and writes (by its suffix, any case)."""
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
-def read_image(path: Path) -> tuple[np.ndarray, VideoInfo]:
-    """Decode a photo to ``[H, W, 3]`` uint8 RGB, turned upright as its EXIF orientation says.
+def image_format(path: Path) -> str | None:
+    """Pillow's format name for an output file named ``path`` (None: not a picture format written here)."""
+    return _FORMATS.get(Path(path).suffix.lower())
 
-    The returned ``VideoInfo`` has ``is_image=True``, ``rotation=0`` (the turn is already applied),
-    the upright size, one frame, and the file's format and PIL mode as ``codec`` and ``pix_fmt``.
+
+@dataclasses.dataclass
+class Still:
+    """One frame of a picture, as read: the working RGB and what is put back around it on writing."""
+
+    rgb: np.ndarray  # [H, W, 3] uint8: the colour data the pipeline sees and edits
+    original: Image.Image  # upright, in its own mode: the pixels an unchanged area is written from
+    alpha: np.ndarray | None  # [H, W] uint8 transparency, written back exactly (None: opaque)
+    duration_ms: int  # how long an animation shows this frame (0 for a still)
+
+
+@dataclasses.dataclass
+class Picture:
+    """A picture file's frames (one for a still) and what is kept of it on writing."""
+
+    info: VideoInfo
+    mode: str  # Pillow mode of the first frame, e.g. "RGBA", "I;16", "CMYK"
+    icc_profile: bytes | None  # kept: display colours depend on it; it names no person or place
+    loop: int | None  # animations: times to play (0 = for ever); None: the file did not say
+    frames: Iterator[Still]  # decoded one at a time
+    animated: bool
+
+    @property
+    def has_alpha(self) -> bool:
+        return self.mode in ("LA", "La", "PA", "RGBA", "RGBa") or self._transparency
+
+    _transparency: bool = False
+
+
+def read_picture(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
+    """Open a picture and check it; its frames are decoded as ``Picture.frames`` is iterated.
+
+    Raises ``InputError`` for a missing, unreadable or truncated file, a mode that cannot be written
+    back, or a picture above ``max_pixels`` pixels per frame (checked from the header, before decoding).
     """
     path = Path(path)
     check_input_file(path)
     try:
-        with Image.open(path) as opened:
-            opened.load()  # decode now: a truncated file fails here, not later
-            codec, mode = (opened.format or "").lower(), opened.mode
-            upright = ImageOps.exif_transpose(opened)
-            image = np.asarray(upright.convert("RGB"), dtype=np.uint8)  # [H, W, 3]
+        with warnings.catch_warnings():
+            # Pillow's own bomb check warns (or fails) at its fixed limit; ours below says what to do.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
     except UnidentifiedImageError:
-        raise InputError(f"{path}: not an image file this tool can read (jpg, png, webp)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise InputError(f"{path}: not an image file this tool can read (jpg, png, webp, gif)") from None
+    except Image.DecompressionBombError:
+        raise InputError(f"{path}: the picture is above the pixel limit ({max_pixels} pixels); "
+                         f"raise --max-pixels if it is genuine") from None
+    except (OSError, SyntaxError, ValueError) as error:
         raise InputError(f"{path}: the image is corrupt or truncated ({error})") from None
-    height, width = image.shape[:2]
+    try:
+        width, height = opened.size
+        check_pixel_limit(path, width, height, max_pixels)
+        count = getattr(opened, "n_frames", 1) if getattr(opened, "is_animated", False) else 1
+        if count > 1 and width * height * count > ANIMATION_PIXEL_FACTOR * max_pixels:
+            raise InputError(f"{path}: the animation's {count} frames of {width}x{height} are above "
+                             f"{ANIMATION_PIXEL_FACTOR} times the pixel limit ({max_pixels}); raise --max-pixels if it is genuine")
+        if opened.mode not in _READABLE:
+            raise InputError(f"{path}: {opened.mode} pictures are not supported (grey, RGB, RGBA, palette, "
+                             f"16-bit grey and CMYK are)")
+        transparency = "transparency" in opened.info
+        mode = opened.mode
+        icc = opened.info.get("icc_profile") or None
+        loop = opened.info.get("loop")
+        codec = (opened.format or "").lower()
+        first_duration = opened.info.get("duration")
+    except BaseException:
+        opened.close()
+        raise
+    durations_known = count > 1
     info = VideoInfo(
         path=path,
         width=width,
         height=height,
-        frame_count=1,
-        average_fps=Fraction(0),
-        time_base=Fraction(1),
+        frame_count=count,
+        average_fps=Fraction(0) if count == 1 else Fraction(1000, max(int(first_duration or 100), 1)),
+        time_base=Fraction(1, 1000) if durations_known else Fraction(1),
         duration_s=0.0,
         rotation=0,
         codec=codec,
@@ -60,27 +143,155 @@ def read_image(path: Path) -> tuple[np.ndarray, VideoInfo]:
         audio_streams=0,
         is_image=True,
     )
-    return np.ascontiguousarray(image), info
+    picture = Picture(info=info, mode=mode, icc_profile=icc, loop=loop, frames=iter(()), animated=count > 1,
+                      _transparency=transparency)
+    picture.frames = _frames(opened, path, max_pixels, animated=count > 1)
+    return picture
+
+
+def check_pixel_limit(path: Path, width: int, height: int, max_pixels: int) -> None:
+    """``InputError`` when a ``width`` x ``height`` picture or frame is above ``max_pixels`` (0: no limit)."""
+    if max_pixels and width * height > max_pixels:
+        raise InputError(f"{path}: {width}x{height} ({width * height} pixels) is above the pixel limit of "
+                         f"{max_pixels}; raise --max-pixels if the file is genuine")
+
+
+def _frames(opened: Image.Image, path: Path, max_pixels: int, animated: bool) -> Iterator[Still]:
+    """Each frame as a ``Still``, upright; closes the file when done."""
+    with opened:
+        try:
+            for frame in (ImageSequence.Iterator(opened) if animated else [opened]):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    frame.load()  # decode now: a truncated file fails here, not later
+                check_pixel_limit(path, *frame.size, max_pixels)
+                upright = ImageOps.exif_transpose(frame) if not animated else frame.copy()
+                yield _still(upright, int(frame.info.get("duration") or 0) if animated else 0)
+        except (OSError, SyntaxError, ValueError, EOFError) as error:
+            raise InputError(f"{path}: the image is corrupt or truncated ({error})") from None
+
+
+def _still(image: Image.Image, duration_ms: int) -> Still:
+    """The working RGB, alpha and original of one upright frame."""
+    alpha = None
+    if image.mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in image.info:
+        alpha = np.array(image.convert("RGBA").getchannel("A"), dtype=np.uint8)  # [H, W]
+    if image.mode in _DEEP_GREY:
+        deep = np.asarray(image).astype(np.int64)  # [H, W]
+        grey = ((np.clip(deep, 0, 65535) + 128) // 257).astype(np.uint8)
+        rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    else:
+        rgb = np.asarray(image.convert("RGBA").convert("RGB") if alpha is not None else image.convert("RGB"),
+                         dtype=np.uint8)
+    return Still(rgb=np.ascontiguousarray(rgb), original=image, alpha=alpha, duration_ms=duration_ms)
+
+
+def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, VideoInfo]:
+    """Decode a photo (the first frame of an animation) to ``[H, W, 3]`` uint8 RGB, turned upright as its
+    EXIF orientation says.
+
+    The returned ``VideoInfo`` has ``is_image=True``, ``rotation=0`` (the turn is already applied),
+    the upright size, and the file's format and PIL mode as ``codec`` and ``pix_fmt``.
+    """
+    picture = read_picture(path, max_pixels)
+    try:
+        first = next(picture.frames)
+    finally:
+        picture.frames.close()
+    height, width = first.rgb.shape[:2]
+    return first.rgb, dataclasses.replace(picture.info, width=width, height=height)
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+
+
+def output_mode(mode: str, has_alpha: bool, image_format: str) -> str:
+    """The Pillow mode a picture of ``mode`` is written in as ``image_format``: its own where the format holds
+    it, else the nearest lossless widening (8-bit where the format has no deeper grey).
+
+    Raises ``OutputError`` when the format cannot hold the picture's transparency (JPEG).
+    """
+    if has_alpha:
+        if image_format == "JPEG":
+            raise OutputError("a JPEG cannot hold the picture's transparency; write .png or .webp")
+        return "LA" if mode in ("LA", "La") and image_format == "PNG" else "RGBA"
+    if mode in _DEEP_GREY:
+        return "I;16" if image_format == "PNG" else ("L" if image_format != "WEBP" else "RGB")
+    if mode in ("1", "L"):
+        return "RGB" if image_format == "WEBP" else "L"
+    if mode == "CMYK" and image_format == "JPEG":
+        return "CMYK"
+    return "RGB"
+
+
+def write_picture(path: Path, picture: Picture, stills: list[Still], edited: list[np.ndarray], quality: int = 95) -> None:
+    """Write ``edited`` (each ``[H, W, 3]`` uint8 RGB, one per frame of ``stills``) to ``path`` atomically,
+    keeping what ``Picture`` kept (alpha, mode, ICC profile, durations, loop) and no other metadata."""
+    path = Path(path)
+    fmt = image_format(path)
+    if fmt is None:
+        raise OutputError(f"{path}: cannot write {path.suffix or 'suffix-less'} pictures; use .jpg, .png, .webp or .gif")
+    if len(stills) > 1 and fmt not in ANIMATION_FORMATS:
+        raise OutputError(f"{path}: a {fmt} file cannot hold an animation; write .gif, .webp or .png")
+    try:
+        mode = output_mode(picture.mode, picture.has_alpha, fmt)
+    except OutputError as error:
+        raise OutputError(f"{path}: {error}") from None
+    images = [_back_to_mode(still, rgb, mode) for still, rgb in zip(stills, edited)]
+    # Fresh images from the pixels alone carry no info from the input; only what is passed here is
+    # embedded (no exif=, xmp=, pnginfo=, comment=).
+    options: dict = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    if picture.icc_profile and fmt in _ICC_FORMATS:
+        options["icc_profile"] = picture.icc_profile
+    if len(images) > 1:
+        options.update(save_all=True, append_images=images[1:], duration=[s.duration_ms for s in stills])
+        if picture.loop is not None:
+            options["loop"] = picture.loop
+    with atomic_output(path) as temp:
+        try:
+            images[0].save(temp, format=fmt, **options)
+        except (OSError, ValueError) as error:
+            raise OutputError(f"{path}: writing the image failed ({error})") from None
+
+
+def _back_to_mode(still: Still, rgb: np.ndarray, mode: str) -> Image.Image:
+    """``rgb`` (the edited working copy) in ``mode``: unchanged pixels from the original, bit for bit where
+    the mode is the original's; changed ones converted; the alpha channel as it was."""
+    if rgb.shape != still.rgb.shape or rgb.dtype != np.uint8:
+        raise ValueError(f"expected a {list(still.rgb.shape)} uint8 image, got {list(rgb.shape)} {rgb.dtype}")
+    edited = Image.fromarray(np.ascontiguousarray(rgb))
+    if mode in ("RGB", "RGBA", "L", "LA"):  # the working RGB holds these losslessly
+        colour = edited.convert("L") if mode in ("L", "LA") else edited
+        if mode in ("RGBA", "LA"):
+            alpha = still.alpha if still.alpha is not None else np.full(rgb.shape[:2], 255, np.uint8)
+            colour.putalpha(Image.fromarray(alpha))
+        return colour
+    changed = np.any(rgb != still.rgb, axis=2)  # [H, W]
+    if mode == "I;16":
+        original = np.asarray(still.original).astype(np.int64)
+        grey = np.asarray(edited.convert("L")).astype(np.int64) * 257
+        deep = np.where(changed, grey, np.clip(original, 0, 65535)).astype(np.uint16)
+        return Image.frombytes("I;16", still.original.size, deep.tobytes())
+    if mode == "CMYK":
+        original = np.asarray(still.original)
+        converted = np.asarray(edited.convert("CMYK"))
+        merged = np.ascontiguousarray(np.where(changed[:, :, None], converted, original))
+        return Image.frombytes("CMYK", still.original.size, merged.tobytes())
+    raise ValueError(f"cannot write {mode} pictures")
 
 
 def write_image(path: Path, image: np.ndarray, quality: int = 95) -> None:
-    """Write ``[H, W, 3]`` uint8 RGB to a .jpg/.png/.webp file (by suffix), atomically, without metadata.
+    """Write ``[H, W, 3]`` uint8 RGB to a .jpg/.png/.webp/.gif file (by suffix), atomically, without metadata.
 
     ``quality`` (1-100) applies to JPEG and WebP; PNG is lossless.
     """
-    path = Path(path)
-    image_format = _FORMATS.get(path.suffix.lower())
-    if image_format is None:
-        kind = path.suffix or "suffix-less"
-        raise OutputError(f"{path}: cannot write {kind} images; use .jpg, .png or .webp")
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an [H, W, 3] uint8 image, got {list(image.shape)} {image.dtype}")
-    # A fresh image from the pixels alone carries no info from the input; nothing is passed that
-    # Pillow would embed (exif=, icc_profile=, pnginfo=, xmp=).
-    pixels = Image.fromarray(np.ascontiguousarray(image))
-    options = {"quality": quality} if image_format in ("JPEG", "WEBP") else {}
-    with atomic_output(path) as temp:
-        try:
-            pixels.save(temp, format=image_format, **options)
-        except OSError as error:
-            raise OutputError(f"{path}: writing the image failed ({error})") from None
+    height, width = image.shape[:2]
+    info = VideoInfo(path=Path(path), width=width, height=height, frame_count=1, average_fps=Fraction(0),
+                     time_base=Fraction(1), duration_s=0.0, rotation=0, codec="", pix_fmt="RGB", audio_streams=0,
+                     is_image=True)
+    still = Still(rgb=image, original=Image.fromarray(np.ascontiguousarray(image)), alpha=None, duration_ms=0)
+    picture = Picture(info=info, mode="RGB", icc_profile=None, loop=None, frames=iter(()), animated=False)
+    write_picture(path, picture, [still], [image], quality)
