@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import threading
 
 import numpy as np
 
@@ -27,22 +26,17 @@ from styleface_cli.errors import ConfigError
 from styleface_cli.records import Detection, FaceRegion, FrameFaces, RegionSource
 
 
-def preload_filters() -> threading.Thread:
-    """Import filterpy and scipy's assignment solver on a background thread, now.
+def import_filters() -> None:
+    """Import filterpy and scipy's assignment solver now, on the calling thread (the main one, at start-up).
 
-    Importing filterpy pulls in scipy.stats: about 1 s of CPU, which at the top of this module would be
-    start-up time with one core idle, and on the tracking thread at its first track would hold the
-    detector's work back for as long. Started while the detector model loads and the first frames decode,
-    it overlaps with them; a later ``import`` of the same modules just waits for it to finish.
+    Importing filterpy pulls in scipy.stats (and numpy.ma): about 0.7 s of CPU. It used to run on a
+    background thread while the detector loaded, but Python imports on two threads at once are not safe
+    (numpy.ma's import failed once in about 100 runs with "dictionary changed size during iteration"),
+    and the pipeline's stage threads start right after. So it runs before any other thread exists; the
+    tracker's own late imports then only look the modules up.
     """
-
-    def load() -> None:
-        import filterpy.kalman  # noqa: F401
-        import scipy.optimize  # noqa: F401
-
-    thread = threading.Thread(target=load, name="styleface-import", daemon=True)
-    thread.start()
-    return thread
+    import filterpy.kalman  # noqa: F401
+    import scipy.optimize  # noqa: F401
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -142,7 +136,7 @@ class _Track:
         self.smooth_box = box.astype(np.float64)
         self.smooth_landmarks = None if detection.landmarks is None else _to_box_frame(detection.landmarks, box)
         # SORT's filter, with SORT's noise settings (Bewley et al., sort.py). filterpy is imported here,
-        # not at the top (see preload_filters).
+        # not at the top (see import_filters).
         from filterpy.kalman import KalmanFilter
 
         kf = KalmanFilter(dim_x=7, dim_z=4)
@@ -326,7 +320,7 @@ class Tracker:
             return [], list(range(len(boxes)))
         predicted = np.stack([_x_to_box(t.kf.x) for t in self._tracks])  # [T, 4]
         iou = iou_matrix(predicted, np.stack(boxes))  # [T, D]
-        from scipy.optimize import linear_sum_assignment  # imported late, like filterpy (see preload_filters)
+        from scipy.optimize import linear_sum_assignment  # imported late, like filterpy (see import_filters)
 
         rows, cols = linear_sum_assignment(-iou)
         keep = iou[rows, cols] >= max(self._cfg.iou_threshold, 1e-9)
