@@ -34,6 +34,10 @@ _VP9_CPU_USED = ("5", "5", "5", "4", "3", "2", "1", "0", "0")  # libvpx "good" d
 _AOM_CPU_USED = ("6", "6", "6", "5", "4", "3", "2", "1", "0")
 _SVTAV1_PRESET = ("12", "11", "10", "9", "8", "6", "4", "2", "1")  # 0 (slow) .. 13
 _NVENC_PRESET = ("p1", "p2", "p3", "p3", "p4", "p5", "p6", "p7", "p7")
+# Encoders that would copy what the source's frames carry besides pixels into their own bitstream: closed
+# captions (A/53, text that may name people) and user-data SEI (a camera's or another encoder's notes).
+# Neither is edited by anything here, so neither is carried over.
+_NO_SOURCE_USER_DATA = {"a53cc": "0", "udu_sei": "0"}
 
 # Encoders that take 4:2:0 at odd sizes. H.264 and HEVC cannot code 4:2:0 with an odd width or
 # height (their cropping works in whole chroma samples), so odd sizes get 4:4:4 there: the output
@@ -87,10 +91,11 @@ def build_encoder_options(cfg: EncodeConfig, info: VideoInfo, suffix: str = ".mp
     rank = PRESETS.index(cfg.preset) if cfg.preset in PRESETS else None
     crf_63 = str(round(crf * 63 / 51))  # VP9 and AV1 count 0-63
     if codec in ("libx264", "libx264rgb"):
-        options = {"crf": str(crf), "preset": cfg.preset}
+        options = {"crf": str(crf), "preset": cfg.preset, **_NO_SOURCE_USER_DATA}
     elif codec == "libx265":
         # x265 reaches x264's quality about 5 CRF steps higher; its own log goes to stderr unasked.
-        options = {"crf": str(min(crf + 5, 51)), "preset": cfg.preset, "x265-params": "log-level=error"}
+        options = {"crf": str(min(crf + 5, 51)), "preset": cfg.preset, "x265-params": "log-level=error",
+                   **_NO_SOURCE_USER_DATA}
     elif codec == "libvpx-vp9":
         # Constant quality needs b=0 in libvpx; row-mt lets it use every core.
         options = {"crf": crf_63, "b": "0", "deadline": "good", "row-mt": "1"}
@@ -106,6 +111,8 @@ def build_encoder_options(cfg: EncodeConfig, info: VideoInfo, suffix: str = ".mp
             options["preset"] = _SVTAV1_PRESET[rank]
     elif codec in ("h264_nvenc", "hevc_nvenc", "av1_nvenc"):
         options = {"rc": "vbr", "cq": str(crf)}
+        if codec != "av1_nvenc":
+            options.update(_NO_SOURCE_USER_DATA)
         if rank is not None:
             options["preset"] = _NVENC_PRESET[rank]
     else:
