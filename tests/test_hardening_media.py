@@ -317,6 +317,8 @@ def test_icc_profile_is_kept_and_everything_else_stripped(tmp_path, suffix):
         assert written.size == (48, 64)  # EXIF orientation 6 applied
         got = np.asarray(written.convert("RGB"), dtype=int)
     expected, _ = read_image(source)  # upright, not colour-converted
+    with open_media(source) as reader:
+        assert (reader.info.width, reader.info.height) == (48, 64) == (expected.shape[1], expected.shape[0])
     assert np.abs(got - expected).mean() < (0.01 if suffix == ".png" else 3)
     assert b"TestCam" not in out.read_bytes()
 

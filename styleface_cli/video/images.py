@@ -28,7 +28,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, ImageSequence, UnidentifiedImageError
 
 from styleface_cli.config import DEFAULT_MAX_PIXELS
 from styleface_cli.errors import InputError, OutputError
@@ -44,6 +44,7 @@ _ICC_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
 # Modes whose pixels are 16 (or more) bits of grey; their 8-bit working copy is value / 257.
 _DEEP_GREY = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 # Modes read as they are: each maps losslessly (or, for CMYK, by merging; see _back_to_mode) to RGB.
+_ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
 _READABLE = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"}) | _DEEP_GREY
 
 # Pillow's own decompression-bomb check (a raw two-line warning above 89 million pixels, an error above
@@ -83,14 +84,9 @@ class Picture:
     mode: str  # Pillow mode of the first frame, e.g. "RGBA", "I;16", "CMYK"
     icc_profile: bytes | None  # kept: display colours depend on it; it names no person or place
     loop: int | None  # animations: times to play (0 = for ever); None: the file did not say
-    frames: Iterator[Still]  # decoded one at a time
+    has_alpha: bool  # an alpha channel or a transparent colour: kept, so the output must hold it
     animated: bool
-
-    @property
-    def has_alpha(self) -> bool:
-        return self.mode in ("LA", "La", "PA", "RGBA", "RGBa") or self._transparency
-
-    _transparency: bool = False
+    frames: Iterator[Still]  # decoded one at a time, upright
 
 
 def read_picture(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
@@ -117,8 +113,12 @@ def read_picture(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
         if opened.mode not in _READABLE:
             raise InputError(f"{path}: {opened.mode} pictures are not supported (grey, RGB, RGBA, palette, "
                              f"16-bit grey and CMYK are)")
-        transparency = "transparency" in opened.info
+        has_alpha = opened.mode in _ALPHA_MODES or "transparency" in opened.info
         mode = opened.mode
+        # the upright size: EXIF orientations 5 to 8 turn the picture a quarter (animations are not turned)
+        turned = count == 1 and opened.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
+        if turned:
+            width, height = height, width
         icc = opened.info.get("icc_profile") or None
         loop = opened.info.get("loop")
         codec = (opened.format or "").lower()
@@ -126,14 +126,13 @@ def read_picture(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
     except BaseException:
         opened.close()
         raise
-    durations_known = count > 1
     info = VideoInfo(
         path=path,
         width=width,
         height=height,
         frame_count=count,
         average_fps=Fraction(0) if count == 1 else Fraction(1000, max(int(first_duration or 100), 1)),
-        time_base=Fraction(1, 1000) if durations_known else Fraction(1),
+        time_base=Fraction(1, 1000) if count > 1 else Fraction(1),
         duration_s=0.0,
         rotation=0,
         codec=codec,
@@ -141,10 +140,8 @@ def read_picture(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
         audio_streams=0,
         is_image=True,
     )
-    picture = Picture(info=info, mode=mode, icc_profile=icc, loop=loop, frames=iter(()), animated=count > 1,
-                      _transparency=transparency)
-    picture.frames = _frames(opened, path, max_pixels, animated=count > 1)
-    return picture
+    return Picture(info=info, mode=mode, icc_profile=icc, loop=loop, has_alpha=has_alpha, animated=count > 1,
+                   frames=_frames(opened, path, max_pixels, animated=count > 1))
 
 
 def check_pixel_limit(path: Path, width: int, height: int, max_pixels: int) -> None:
@@ -170,7 +167,7 @@ def _frames(opened: Image.Image, path: Path, max_pixels: int, animated: bool) ->
 def _still(image: Image.Image, duration_ms: int) -> Still:
     """The working RGB, alpha and original of one upright frame."""
     alpha = None
-    if image.mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in image.info:
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
         alpha = np.array(image.convert("RGBA").getchannel("A"), dtype=np.uint8)  # [H, W]
     if image.mode in _DEEP_GREY:
         deep = np.asarray(image).astype(np.int64)  # [H, W]
@@ -194,8 +191,7 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.nda
         first = next(picture.frames)
     finally:
         picture.frames.close()
-    height, width = first.rgb.shape[:2]
-    return first.rgb, dataclasses.replace(picture.info, width=width, height=height)
+    return first.rgb, picture.info
 
 
 # --------------------------------------------------------------------------------------------------
@@ -289,5 +285,6 @@ def write_image(path: Path, image: np.ndarray, quality: int = 95) -> None:
                      time_base=Fraction(1), duration_s=0.0, rotation=0, codec="", pix_fmt="RGB", audio_streams=0,
                      is_image=True)
     still = Still(rgb=image, original=Image.fromarray(np.ascontiguousarray(image)), alpha=None, duration_ms=0)
-    picture = Picture(info=info, mode="RGB", icc_profile=None, loop=None, frames=iter(()), animated=False)
+    picture = Picture(info=info, mode="RGB", icc_profile=None, loop=None, has_alpha=False, animated=False,
+                      frames=iter(()))
     write_picture(path, picture, [still], [image], quality)
