@@ -240,6 +240,39 @@ def test_animations_keep_every_frame_timing_and_loop_and_hide_every_face(tmp_pat
         assert np.abs(got[:12, :12] - was[:12, :12]).mean() < 3  # far from the face: as it was
 
 
+@pytest.mark.parametrize("suffix", [".gif", ".webp", ".png"])
+def test_truncated_animations_are_refused(tmp_path, suffix):
+    whole = tmp_path / f"whole{suffix}"
+    _animation(whole, faces=False)
+    cut = tmp_path / f"cut{suffix}"
+    media.make_truncated(whole, cut, keep=0.8)
+    result = anonymize(cut, tmp_path / f"out{suffix}")
+    assert result.exit_code == ExitCode.INPUT, result.output
+    assert "truncated" in result.output
+    assert not (tmp_path / f"out{suffix}").exists()
+
+
+def test_a_phones_multi_picture_jpeg_is_a_photo_not_an_animation(tmp_path):
+    source = tmp_path / "phone.jpg"  # MPO: the photo, then a preview (or a depth map)
+    first, second = Image.fromarray(media.gradient(40, 30, 0)), Image.fromarray(media.gradient(40, 30, 9))
+    first.save(source, format="MPO", save_all=True, append_images=[second])
+    assert Image.open(source).format == "MPO"
+    result = anonymize(source, tmp_path / "out.jpg")
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "out.jpg") as written:
+        assert getattr(written, "n_frames", 1) == 1
+        assert np.abs(np.asarray(written, dtype=int) - media.gradient(40, 30, 0)).mean() < 3
+
+
+def test_graded_transparency_cannot_go_into_a_gif(tmp_path):
+    source = tmp_path / "soft.png"
+    alpha = np.tile(np.linspace(0, 255, 40).astype(np.uint8), (30, 1))
+    Image.fromarray(np.dstack([media.gradient(40, 30, 0), alpha])).save(source)
+    result = anonymize(source, tmp_path / "out.gif")
+    assert result.exit_code == ExitCode.OUTPUT and "GIF" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["soft.png"]
+
+
 @pytest.mark.parametrize("output", ["out.jpg", "out.mp4"])
 def test_animations_into_a_format_without_frames_are_refused(tmp_path, output):
     source = tmp_path / "anim.webp"

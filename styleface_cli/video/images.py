@@ -106,7 +106,10 @@ def read_picture(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
     try:
         width, height = opened.size
         check_pixel_limit(path, width, height, max_pixels)
-        count = getattr(opened, "n_frames", 1) if getattr(opened, "is_animated", False) else 1
+        # Only GIF, WebP and PNG frames are an animation; a phone's MPO JPEG holds its photo first and
+        # previews or depth maps after it, which are not written back.
+        animated = opened.format in ANIMATION_FORMATS and getattr(opened, "is_animated", False)
+        count = opened.n_frames if animated else 1
         if count > 1 and width * height * count > ANIMATION_PIXEL_FACTOR * max_pixels:
             raise InputError(f"{path}: the animation's {count} frames of {width}x{height} are above "
                              f"{ANIMATION_PIXEL_FACTOR} times the pixel limit ({max_pixels}); raise --max-pixels if it is genuine")
@@ -123,8 +126,10 @@ def read_picture(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
         loop = opened.info.get("loop")
         codec = (opened.format or "").lower()
         first_duration = opened.info.get("duration")
-    except BaseException:
+    except BaseException as error:
         opened.close()
+        if isinstance(error, Exception) and not isinstance(error, InputError):  # Pillow's parsers raise anything
+            raise InputError(f"{path}: the image is corrupt or truncated ({error})") from None
         raise
     info = VideoInfo(
         path=path,
@@ -141,7 +146,7 @@ def read_picture(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
         is_image=True,
     )
     return Picture(info=info, mode=mode, icc_profile=icc, loop=loop, has_alpha=has_alpha, animated=count > 1,
-                   frames=_frames(opened, path, max_pixels, animated=count > 1))
+                   frames=_frames(opened, path, max_pixels, count))
 
 
 def check_pixel_limit(path: Path, width: int, height: int, max_pixels: int) -> None:
@@ -151,8 +156,10 @@ def check_pixel_limit(path: Path, width: int, height: int, max_pixels: int) -> N
                          f"{max_pixels}; raise --max-pixels if the file is genuine")
 
 
-def _frames(opened: Image.Image, path: Path, max_pixels: int, animated: bool) -> Iterator[Still]:
-    """Each frame as a ``Still``, upright; closes the file when done."""
+def _frames(opened: Image.Image, path: Path, max_pixels: int, count: int) -> Iterator[Still]:
+    """Each of the ``count`` frames as a ``Still``, upright; closes the file when done."""
+    animated = count > 1
+    done = 0
     with opened:
         try:
             for frame in (ImageSequence.Iterator(opened) if animated else [opened]):
@@ -160,8 +167,15 @@ def _frames(opened: Image.Image, path: Path, max_pixels: int, animated: bool) ->
                 frame.load()  # decode now: a truncated file fails here, not later
                 upright = ImageOps.exif_transpose(frame) if not animated else frame.copy()
                 yield _still(upright, int(frame.info.get("duration") or 0) if animated else 0)
-        except (OSError, SyntaxError, ValueError, EOFError) as error:
+                done += 1
+                if done == count:
+                    break
+        except InputError:
+            raise
+        except Exception as error:  # Pillow's decoders raise OSError, EOFError, struct.error, ...
             raise InputError(f"{path}: the image is corrupt or truncated ({error})") from None
+    if done < count:
+        raise InputError(f"{path}: the animation is truncated: it lists {count} frames but only {done} could be read")
 
 
 def _still(image: Image.Image, duration_ms: int) -> Still:
@@ -230,6 +244,9 @@ def write_picture(path: Path, picture: Picture, stills: list[Still], edited: lis
         mode = output_mode(picture.mode, picture.has_alpha, fmt)
     except OutputError as error:
         raise OutputError(f"{path}: {error}") from None
+    if fmt == "GIF" and any(s.alpha is not None and np.any((s.alpha > 0) & (s.alpha < 255)) for s in stills):
+        raise OutputError(f"{path}: a GIF holds only on/off transparency and this picture has graded alpha; "
+                          f"write .png or .webp")
     images = [_back_to_mode(still, rgb, mode) for still, rgb in zip(stills, edited)]
     # Fresh images from the pixels alone carry no info from the input; only what is passed here is
     # embedded (no exif=, xmp=, pnginfo=, comment=).
