@@ -356,6 +356,25 @@ def test_icc_profile_is_kept_and_everything_else_stripped(tmp_path, suffix):
     assert b"TestCam" not in out.read_bytes()
 
 
+def test_png_gamma_and_chromaticity_are_kept(tmp_path):
+    from PIL import PngImagePlugin
+
+    source = tmp_path / "linear.png"
+    chunks = PngImagePlugin.PngInfo()
+    chunks.add(b"gAMA", (100000).to_bytes(4, "big"))  # linear light: displays much darker without it
+    chunks.add(b"cHRM", b"".join(round(v * 100000).to_bytes(4, "big")
+                                 for v in (0.3127, 0.329, 0.68, 0.32, 0.265, 0.69, 0.15, 0.06)))  # P3 primaries
+    chunks.add(b"tEXt", b"Author\0Jane Doe")
+    Image.fromarray(media.gradient(40, 30, 0)).save(source, pnginfo=chunks)
+    out = tmp_path / "out.png"
+    assert anonymize(source, out).exit_code == 0
+    with Image.open(source) as before, Image.open(out) as after:
+        assert after.info["gamma"] == before.info["gamma"] == 1.0
+        assert after.info["chromaticity"] == before.info["chromaticity"]
+        assert "Author" not in after.info
+    assert b"Jane Doe" not in out.read_bytes()
+
+
 # --------------------------------------------------------------------------------------------------
 # 5. Identifying stream tags are stripped from every stream
 

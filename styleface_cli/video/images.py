@@ -10,8 +10,8 @@ displays as the input did everywhere outside the hidden faces:
   clipped), CMYK JPEG stays CMYK; pixels the pipeline left alone are written bit for bit from the
   original, only changed pixels are converted back. Palette and 1-bit pictures become RGB(A) or grey:
   a lossless widening;
-- the ICC colour profile (Display P3 and the like) is kept, and no pixel is colour-converted, so colours
-  display as before. It says nothing about who or where;
+- the ICC colour profile (Display P3 and the like), and a PNG's gamma, chromaticity and sRGB chunks, are
+  kept, and no pixel is colour-converted, so colours display as before. They say nothing about who or where;
 - animations (GIF, WebP, APNG) keep every frame, each frame's duration and the loop count.
 
 Everything else is dropped: EXIF (camera, GPS, time), XMP, comments and text chunks. EXIF orientation
@@ -28,7 +28,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, ImageSequence, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, ImageSequence, PngImagePlugin, UnidentifiedImageError
 
 from styleface_cli.config import DEFAULT_MAX_PIXELS
 from styleface_cli.errors import InputError, OutputError
@@ -83,6 +83,7 @@ class Picture:
     info: VideoInfo
     mode: str  # Pillow mode of the first frame, e.g. "RGBA", "I;16", "CMYK"
     icc_profile: bytes | None  # kept: display colours depend on it; it names no person or place
+    png_colour: tuple[tuple[bytes, bytes], ...]  # a PNG's gAMA, cHRM and sRGB chunks: kept, for the same reason
     loop: int | None  # animations: times to play (0 = for ever); None: the file did not say
     has_alpha: bool  # an alpha channel or a transparent colour: kept, so the output must hold it
     animated: bool
@@ -123,6 +124,7 @@ def read_picture(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
         if turned:
             width, height = height, width
         icc = opened.info.get("icc_profile") or None
+        png_colour = png_colour_chunks(opened.info) if opened.format == "PNG" else ()
         loop = opened.info.get("loop")
         codec = (opened.format or "").lower()
         first_duration = opened.info.get("duration")
@@ -145,8 +147,21 @@ def read_picture(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
         audio_streams=0,
         is_image=True,
     )
-    return Picture(info=info, mode=mode, icc_profile=icc, loop=loop, has_alpha=has_alpha, animated=count > 1,
+    return Picture(info=info, mode=mode, icc_profile=icc, png_colour=png_colour, loop=loop, has_alpha=has_alpha,
+                   animated=count > 1,
                    frames=_frames(opened, path, max_pixels, count))
+
+
+def png_colour_chunks(info: dict) -> tuple[tuple[bytes, bytes], ...]:
+    """The gAMA, cHRM and sRGB chunks of a PNG, rebuilt from what Pillow read of them (``Image.info``)."""
+    chunks = []
+    if "gamma" in info:
+        chunks.append((b"gAMA", round(info["gamma"] * 100000).to_bytes(4, "big")))
+    if "chromaticity" in info:
+        chunks.append((b"cHRM", b"".join(round(v * 100000).to_bytes(4, "big") for v in info["chromaticity"])))
+    if "srgb" in info and "icc_profile" not in info:  # PNG allows one of sRGB and iCCP
+        chunks.append((b"sRGB", bytes([info["srgb"]])))
+    return tuple(chunks)
 
 
 def check_pixel_limit(path: Path, width: int, height: int, max_pixels: int) -> None:
@@ -253,6 +268,11 @@ def write_picture(path: Path, picture: Picture, stills: list[Still], edited: lis
     options: dict = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
     if picture.icc_profile and fmt in _ICC_FORMATS:
         options["icc_profile"] = picture.icc_profile
+    if picture.png_colour and fmt == "PNG":
+        colour = PngImagePlugin.PngInfo()
+        for kind, data in picture.png_colour:
+            colour.add(kind, data)
+        options["pnginfo"] = colour
     if len(images) > 1:
         options.update(save_all=True, append_images=images[1:], duration=[s.duration_ms for s in stills])
         if picture.loop is not None:
@@ -302,6 +322,6 @@ def write_image(path: Path, image: np.ndarray, quality: int = 95) -> None:
                      time_base=Fraction(1), duration_s=0.0, rotation=0, codec="", pix_fmt="RGB", audio_streams=0,
                      is_image=True)
     still = Still(rgb=image, original=Image.fromarray(np.ascontiguousarray(image)), alpha=None, duration_ms=0)
-    picture = Picture(info=info, mode="RGB", icc_profile=None, loop=None, has_alpha=False, animated=False,
+    picture = Picture(info=info, mode="RGB", icc_profile=None, png_colour=(), loop=None, has_alpha=False, animated=False,
                       frames=iter(()))
     write_picture(path, picture, [still], [image], quality)
