@@ -26,7 +26,7 @@ from styleface_cli.records import VideoInfo
 from styleface_cli.video.decode import open_video
 from styleface_cli.video.encode import build_stream_settings
 from styleface_cli.video.images import read_image
-from styleface_cli.video.media import open_media
+from styleface_cli.video.media import media_writer, open_media
 from tests import media
 from tests.test_cli_anonymize import FACE_BOXES_T1
 from tests.test_detect import insightface_photo
@@ -109,6 +109,34 @@ def test_16_bit_grey_png_stays_16_bit_and_exact(tmp_path):
     np.testing.assert_array_equal(working[..., 0], ((deep.astype(int) + 128) // 257).astype(np.uint8))
 
 
+def test_16_bit_grey_with_a_transparent_value_keeps_both(tmp_path):
+    deep = (np.arange(30 * 40).reshape(30, 40) * 50).astype(np.uint16)
+    source = tmp_path / "deep.png"
+    Image.fromarray(deep).save(source, transparency=500)  # the pixel of value 500 is transparent
+    out = tmp_path / "out.png"
+    with open_media(source) as reader, media_writer(out, reader, EncodeConfig(), source) as writer:
+        for frame in reader:
+            frame.image[20:25, 20:25] = (0, 0, 0)  # a hidden face, outside the transparent pixel
+            writer.write(frame)
+    with Image.open(out) as written:
+        assert (written.mode, written.info.get("transparency")) == ("I;16", 500)
+        got = np.asarray(written)
+    outside = np.ones(deep.shape, bool)
+    outside[20:25, 20:25] = False
+    np.testing.assert_array_equal(got[outside], deep[outside])
+    assert (got == 500).sum() == 1 and np.all(got[20:25, 20:25] == 0)
+
+
+def test_lossless_webp_stays_lossless(tmp_path):
+    source = tmp_path / "art.webp"
+    image = media.gradient(40, 30, 0)
+    Image.fromarray(image).save(source, lossless=True)
+    out = tmp_path / "out.webp"
+    assert anonymize(source, out).exit_code == 0
+    with Image.open(out) as written:
+        np.testing.assert_array_equal(np.asarray(written.convert("RGB")), image)
+
+
 def _picture(mode: str, path: Path) -> Image.Image:
     rgb = Image.fromarray(media.gradient(40, 30, 3))
     if mode == "P+transparency":
@@ -141,8 +169,6 @@ MODES = {
 
 @pytest.mark.parametrize("mode,suffix", sorted(MODES))
 def test_every_mode_is_written_back_as_it_was_outside_edits(tmp_path, mode, suffix):
-    from styleface_cli.video.media import media_writer
-
     source = tmp_path / f"in{suffix}"
     original = _picture(mode, source)
     expected_mode = MODES[(mode, suffix)]
@@ -180,6 +206,7 @@ def test_output_modes_are_a_pure_rule():
 
     assert output_mode("I;16", False, "PNG") == "I;16"
     assert output_mode("I;16", False, "JPEG") == "L"
+    assert output_mode("I;16", True, "PNG") == "I;16" and output_mode("I;16", True, "WEBP") == "RGBA"
     assert output_mode("1", False, "PNG") == "L"
     assert output_mode("RGBA", True, "WEBP") == "RGBA"
     assert output_mode("LA", True, "PNG") == "LA" and output_mode("LA", True, "WEBP") == "RGBA"

@@ -7,7 +7,7 @@ displays as the input did everywhere outside the hidden faces:
 - transparency: the alpha channel is written back exactly as it was (faces are hidden in the colour
   data under it, so a face made transparent stays hidden if someone removes the alpha);
 - bit depth and mode: grey stays grey, 16-bit grey stays 16-bit (its 8-bit working copy is scaled, not
-  clipped), CMYK JPEG stays CMYK; pixels the pipeline left alone are written bit for bit from the
+  clipped) with its transparent value, CMYK JPEG stays CMYK, a lossless WebP stays lossless; pixels the pipeline left alone are written bit for bit from the
   original, only changed pixels are converted back. Palette and 1-bit pictures become RGB(A) or grey:
   a lossless widening;
 - the ICC colour profile (Display P3 and the like), and a PNG's gamma, chromaticity and sRGB chunks, are
@@ -84,6 +84,7 @@ class Picture:
     mode: str  # Pillow mode of the first frame, e.g. "RGBA", "I;16", "CMYK"
     icc_profile: bytes | None  # kept: display colours depend on it; it names no person or place
     png_colour: tuple[tuple[bytes, bytes], ...]  # a PNG's gAMA, cHRM and sRGB chunks: kept, for the same reason
+    lossless: bool  # PNG, GIF, lossless WebP: a WebP output is written lossless too
     loop: int | None  # animations: times to play (0 = for ever); None: the file did not say
     has_alpha: bool  # an alpha channel or a transparent colour: kept, so the output must hold it
     animated: bool
@@ -125,6 +126,7 @@ def read_picture(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
             width, height = height, width
         icc = opened.info.get("icc_profile") or None
         png_colour = png_colour_chunks(opened.info) if opened.format == "PNG" else ()
+        lossless = opened.format in ("PNG", "GIF") or (opened.format == "WEBP" and _is_lossless_webp(path))
         loop = opened.info.get("loop")
         codec = (opened.format or "").lower()
         first_duration = opened.info.get("duration")
@@ -147,9 +149,18 @@ def read_picture(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
         audio_streams=0,
         is_image=True,
     )
-    return Picture(info=info, mode=mode, icc_profile=icc, png_colour=png_colour, loop=loop, has_alpha=has_alpha,
+    return Picture(info=info, mode=mode, icc_profile=icc, png_colour=png_colour, lossless=lossless, loop=loop,
+                   has_alpha=has_alpha,
                    animated=count > 1,
                    frames=_frames(opened, path, max_pixels, count))
+
+
+def _is_lossless_webp(path: Path) -> bool:
+    """Whether a WebP file's (first) image is coded lossless: its first bitstream chunk is VP8L, not VP8."""
+    with open(path, "rb") as file:
+        head = file.read(1 << 16)
+    lossless, lossy = head.find(b"VP8L"), head.find(b"VP8 ")
+    return lossless >= 0 and (lossy < 0 or lossless < lossy)
 
 
 def png_colour_chunks(info: dict) -> tuple[tuple[bytes, bytes], ...]:
@@ -196,13 +207,15 @@ def _frames(opened: Image.Image, path: Path, max_pixels: int, count: int) -> Ite
 def _still(image: Image.Image, duration_ms: int) -> Still:
     """The working RGB, alpha and original of one upright frame."""
     alpha = None
-    if image.mode in _ALPHA_MODES or "transparency" in image.info:
-        alpha = np.array(image.convert("RGBA").getchannel("A"), dtype=np.uint8)  # [H, W]
     if image.mode in _DEEP_GREY:
         deep = np.asarray(image).astype(np.int64)  # [H, W]
+        if "transparency" in image.info:  # one transparent grey value (Pillow's RGBA conversion ignores it)
+            alpha = np.where(deep == image.info["transparency"], 0, 255).astype(np.uint8)
         grey = ((np.clip(deep, 0, 65535) + 128) // 257).astype(np.uint8)
         rgb = np.repeat(grey[:, :, None], 3, axis=2)
     else:
+        if image.mode in _ALPHA_MODES or "transparency" in image.info:
+            alpha = np.array(image.convert("RGBA").getchannel("A"), dtype=np.uint8)  # [H, W]
         rgb = np.asarray(image.convert("RGBA").convert("RGB") if alpha is not None else image.convert("RGB"),
                          dtype=np.uint8)
     return Still(rgb=np.ascontiguousarray(rgb), original=image, alpha=alpha, duration_ms=duration_ms)
@@ -233,6 +246,8 @@ def output_mode(mode: str, has_alpha: bool, image_format: str) -> str:
 
     Raises ``OutputError`` when the format cannot hold the picture's transparency (JPEG).
     """
+    if mode in _DEEP_GREY and image_format == "PNG":
+        return "I;16"  # its transparency, if any, is one grey value (tRNS), kept as it is
     if has_alpha:
         if image_format == "JPEG":
             raise OutputError("a JPEG cannot hold the picture's transparency; write .png or .webp")
@@ -266,6 +281,8 @@ def write_picture(path: Path, picture: Picture, stills: list[Still], edited: lis
     # Fresh images from the pixels alone carry no info from the input; only what is passed here is
     # embedded (no exif=, xmp=, pnginfo=, comment=).
     options: dict = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    if fmt == "WEBP" and picture.lossless:
+        options = {"lossless": True}
     if picture.icc_profile and fmt in _ICC_FORMATS:
         options["icc_profile"] = picture.icc_profile
     if picture.png_colour and fmt == "PNG":
@@ -300,8 +317,14 @@ def _back_to_mode(still: Still, rgb: np.ndarray, mode: str) -> Image.Image:
     if mode == "I;16":
         original = np.asarray(still.original).astype(np.int64)
         grey = np.asarray(edited.convert("L")).astype(np.int64) * 257
+        key = still.original.info.get("transparency")
+        if isinstance(key, int):  # an edited pixel must not turn transparent by landing on the key
+            grey = np.where(grey == key, key + 1 if key < 65535 else key - 1, grey)
         deep = np.where(changed, grey, np.clip(original, 0, 65535)).astype(np.uint16)
-        return Image.frombytes("I;16", still.original.size, deep.tobytes())
+        written = Image.frombytes("I;16", still.original.size, deep.tobytes())
+        if isinstance(key, int):
+            written.info["transparency"] = key
+        return written
     if mode == "CMYK":
         original = np.asarray(still.original)
         converted = np.asarray(edited.convert("CMYK"))
@@ -322,6 +345,7 @@ def write_image(path: Path, image: np.ndarray, quality: int = 95) -> None:
                      time_base=Fraction(1), duration_s=0.0, rotation=0, codec="", pix_fmt="RGB", audio_streams=0,
                      is_image=True)
     still = Still(rgb=image, original=Image.fromarray(np.ascontiguousarray(image)), alpha=None, duration_ms=0)
-    picture = Picture(info=info, mode="RGB", icc_profile=None, png_colour=(), loop=None, has_alpha=False, animated=False,
+    picture = Picture(info=info, mode="RGB", icc_profile=None, png_colour=(), lossless=False, loop=None,
+                      has_alpha=False, animated=False,
                       frames=iter(()))
     write_picture(path, picture, [still], [image], quality)
