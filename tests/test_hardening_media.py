@@ -159,7 +159,7 @@ MODES = {
     ("LA", ".png"): "LA",
     ("P", ".png"): "RGB",
     ("P+transparency", ".png"): "RGBA",
-    ("L+transparency", ".png"): "RGBA",
+    ("L+transparency", ".png"): "LA",
     ("RGB", ".png"): "RGB",
     ("RGBA", ".png"): "RGBA",
     ("L", ".jpg"): "L",

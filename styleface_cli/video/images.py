@@ -7,9 +7,9 @@ displays as the input did everywhere outside the hidden faces:
 - transparency: the alpha channel is written back exactly as it was (faces are hidden in the colour
   data under it, so a face made transparent stays hidden if someone removes the alpha);
 - bit depth and mode: grey stays grey, 16-bit grey stays 16-bit (its 8-bit working copy is scaled, not
-  clipped) with its transparent value, CMYK JPEG stays CMYK, a lossless WebP stays lossless; pixels the pipeline left alone are written bit for bit from the
-  original, only changed pixels are converted back. Palette and 1-bit pictures become RGB(A) or grey:
-  a lossless widening;
+  clipped) with its transparent value, CMYK JPEG stays CMYK, a lossless WebP stays lossless; pixels the
+  pipeline left alone are written bit for bit from the original, only changed pixels are converted back.
+  Palette and 1-bit pictures become RGB(A) or grey: a lossless widening;
 - the ICC colour profile (Display P3 and the like), and a PNG's gamma, chromaticity and sRGB chunks, are
   kept, and no pixel is colour-converted, so colours display as before. They say nothing about who or where;
 - animations (GIF, WebP, APNG) keep every frame, each frame's duration and the loop count.
@@ -251,9 +251,9 @@ def output_mode(mode: str, has_alpha: bool, image_format: str) -> str:
     if has_alpha:
         if image_format == "JPEG":
             raise OutputError("a JPEG cannot hold the picture's transparency; write .png or .webp")
-        return "LA" if mode in ("LA", "La") and image_format == "PNG" else "RGBA"
+        return "LA" if mode in ("1", "L", "LA", "La") and image_format == "PNG" else "RGBA"
     if mode in _DEEP_GREY:
-        return "I;16" if image_format == "PNG" else ("L" if image_format != "WEBP" else "RGB")
+        return "RGB" if image_format == "WEBP" else "L"  # 8 bits: the format has no deeper grey
     if mode in ("1", "L"):
         return "RGB" if image_format == "WEBP" else "L"
     if mode == "CMYK" and image_format == "JPEG":
