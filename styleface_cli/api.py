@@ -52,6 +52,7 @@ from styleface_cli.inputs import Job, is_tar_path, parse_shard, plan_jobs
 from styleface_cli.records import Frame, FrameFaces
 from styleface_cli.report import ReportLog, RunInfo, new_record, output_size, resume_decision
 from styleface_cli.tools import Tools, prepare_tools
+from styleface_cli.video.media import check_output_holds
 
 OnFrame = Callable[[FrameFaces], None]
 
@@ -92,12 +93,12 @@ class Anonymizer:
                 reason: str | None = None) -> dict[str, Any]:
         """Run one job; its record (status "ok" or "error"; input errors never raise, signals do)."""
         started = time.perf_counter()
+        made: list[Path] = []  # output folders this job created, removed again if it fails
         try:
-            if job.make_folder and not job.output.parent.exists():
-                try:
-                    job.output.parent.mkdir(parents=True, exist_ok=True)
-                except OSError as error:
-                    raise OutputError(f"cannot create the output folder {job.output.parent}: {error.strerror}") from error
+            if not is_tar_path(job.source):
+                check_output_holds(job.source, job.output)  # before anything is created
+            if job.make_folder:
+                made = _make_folders(job.output.parent)
             check_output_path(job.source, job.output, overwrite)
             remove_stale_partials(job.output)  # temporaries of a run killed with SIGKILL
             if is_tar_path(job.source):
@@ -112,6 +113,7 @@ class Anonymizer:
                 values = dict(frames=stats.frames, faces=stats.faces, tracks=stats.tracks,
                               regions_by_source=stats.sources, generator_batches=stats.generator_batches)
         except StylefaceError as error:
+            _remove_empty(made)
             return new_record(job, self.info, status="error", reason=reason, error=str(error),
                               exit_code=int(error.exit_code), seconds=round(time.perf_counter() - started, 3))
         seconds = time.perf_counter() - started
@@ -145,6 +147,7 @@ class Anonymizer:
         """``styleface render``: hide the faces listed in a tracks file (no detection); its record."""
         started = time.perf_counter()
         try:
+            check_output_holds(job.source, job.output)
             check_output_path(job.source, job.output, overwrite)
             stats = pipeline.render(source=job.source, tracks=tracks, output=job.output, cfg=self.cfg,
                                     tools=self.tools, on_frame=on_frame)
@@ -258,3 +261,22 @@ def for_worker(cfg: AnonymizeConfig, workers: int) -> AnonymizeConfig:
     """``cfg`` with the detector's concurrency sized for one of ``workers`` processes (pixels unchanged)."""
     threads = threads_per_worker(workers)
     return dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, workers=threads))
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; the ones created, deepest first."""
+    missing = [parent for parent in (folder, *folder.parents) if not parent.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot create the output folder {folder}: {error.strerror}") from error
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Take back the output folders a failed job created (deepest first), where nothing else was put in them."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty (another job's output, or a file a user put there): keep it and its parents

@@ -510,3 +510,16 @@ def test_a_worker_killed_mid_input_is_reported_and_the_others_finish(tmp_path, l
     assert records["long0.mp4"]["status"] == "error" and "worker process died" in records["long0.mp4"]["error"]
     assert records["small0.png"]["status"] == records["small1.png"]["status"] == "ok"
     assert hidden_files(out) == []  # the dead worker's temporary is removed too
+
+
+def test_a_failed_input_leaves_no_empty_output_folder(tmp_path):
+    """--output-dir mirrors folders; the ones made for an input that then fails are taken back."""
+    data = tmp_path / "data"
+    (data / "deep" / "er").mkdir(parents=True)
+    (data / "deep" / "er" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    small_photo(data / "good.png")
+    out = tmp_path / "out"
+    result = cli("anonymize", str(data), "--output-dir", str(out), "--method", "blur", "--json", "--quiet")
+    assert result.exit_code == ExitCode.PARTIAL
+    assert (out / "good_anonymized.png").is_file()
+    assert not (out / "deep").exists()  # neither out/deep/er nor out/deep stays behind

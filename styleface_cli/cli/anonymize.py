@@ -24,6 +24,7 @@ from styleface_cli.config import (
     GenerateConfig,
     IdentityConfig,
     ObfuscateConfig,
+    ReadConfig,
     SelectConfig,
     TrackConfig,
 )
@@ -79,6 +80,7 @@ Resume = Annotated[bool, typer.Option("--resume", help="Skip inputs already done
 Shard = Annotated[Optional[str], typer.Option("--shard", help="K/N: only the inputs whose key hashes to shard K (0-based) of N.", rich_help_panel=_DATA)]
 Jobs = Annotated[int, typer.Option("--jobs", "-j", help="Inputs processed at once, in worker processes.", rich_help_panel=_DATA)]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="List each input, its output or why it is skipped; process nothing.", rich_help_panel=_DATA)]
+MaxPixels = Annotated[int, typer.Option("--max-pixels", help="Refuse pictures and video frames above this many pixels (decompression bombs); 0 = no limit.", rich_help_panel=_OUT)]
 
 
 def parse_rotations(text: str) -> tuple[int, ...]:
@@ -162,6 +164,7 @@ def build_config(
     encoder_option: list[str] = (),
     no_audio: bool = False,
     export_tracks: Path | None = None,
+    max_pixels: int = ReadConfig.max_pixels,
     env: dict[str, str] | None = None,
 ) -> AnonymizeConfig:
     """The one place where command-line values (and the environment) become the frozen config."""
@@ -174,6 +177,8 @@ def build_config(
         raise ConfigError(f"--threshold must be between 0 and 1; got {threshold}")
     if det_size < 0 or (0 < det_size < 64):
         raise ConfigError(f"--det-size must be 0 (as the frame is) or at least 64; got {det_size}")
+    if max_pixels < 0:
+        raise ConfigError(f"--max-pixels must be 0 (no limit) or more; got {max_pixels}")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1; got {batch_size}")
     if not 0.0 <= identity_strength <= 1.0:
@@ -209,6 +214,7 @@ def build_config(
                                 sources=tuple(sources), mix=parse_mix(mix)),
         select=select,
         export_tracks=export_tracks,
+        read=ReadConfig(max_pixels=max_pixels),
     )
 
 
@@ -294,7 +300,7 @@ def register(app: typer.Typer) -> None:
         identity_strength: IdentityStrength = IdentityConfig.strength, mix: Mix = "",
         batch_size: BatchSize = GenerateConfig.batch_size, device: Device = "auto", kernels: Kernels = None,
         codec: Codec = EncodeConfig.codec, crf: Crf = EncodeConfig.crf, preset: Preset = EncodeConfig.preset,
-        encoder_option: EncoderOption = [], no_audio: NoAudio = False,
+        encoder_option: EncoderOption = [], no_audio: NoAudio = False, max_pixels: MaxPixels = ReadConfig.max_pixels,
     ) -> None:
         """Hide every face in videos and photos: a new synthetic identity per person (with a StyleFace
         checkpoint) or blur / pixelate / mask; audio, timing and size are kept."""
@@ -305,7 +311,7 @@ def register(app: typer.Typer) -> None:
             max_age=max_age, min_hits=min_hits, backfill=backfill, scene_cut=scene_cut, checkpoint=checkpoint,
             seed=seed, min_identity_distance=min_identity_distance, identity_strength=identity_strength, mix=mix,
             batch_size=batch_size, device=device, kernels=kernels, select=select, codec=codec, crf=crf,
-            preset=preset, encoder_option=encoder_option, no_audio=no_audio, export_tracks=export_tracks)
+            preset=preset, encoder_option=encoder_option, no_audio=no_audio, export_tracks=export_tracks, max_pixels=max_pixels)
         specs, listed = input_specs(inputs or [], files_from, null)
         planned = plan_jobs(specs, output=output, output_dir=output_dir, listed=listed, root=root,
                             shard=parse_shard(shard))
@@ -327,7 +333,7 @@ def register(app: typer.Typer) -> None:
         checkpoint: Checkpoint = None, identity_strength: IdentityStrength = IdentityConfig.strength, mix: Mix = "",
         batch_size: BatchSize = GenerateConfig.batch_size, device: Device = "auto", kernels: Kernels = None,
         codec: Codec = EncodeConfig.codec, crf: Crf = EncodeConfig.crf, preset: Preset = EncodeConfig.preset,
-        encoder_option: EncoderOption = [], no_audio: NoAudio = False,
+        encoder_option: EncoderOption = [], no_audio: NoAudio = False, max_pixels: MaxPixels = ReadConfig.max_pixels,
     ) -> None:
         """Put the source person's identity on the target's faces (needs a StyleFace checkpoint)."""
         for path in source:
@@ -338,7 +344,7 @@ def register(app: typer.Typer) -> None:
             det_size=det_size, rotations=rotations, checkpoint=checkpoint, identity_strength=identity_strength,
             sources=tuple(source), mix=mix, batch_size=batch_size, device=device, kernels=kernels,
             select=parse_target(target, target_face), codec=codec, crf=crf, preset=preset,
-            encoder_option=encoder_option, no_audio=no_audio, export_tracks=export_tracks)
+            encoder_option=encoder_option, no_audio=no_audio, export_tracks=export_tracks, max_pixels=max_pixels)
         planned = plan_jobs(inputs, output=output, output_dir=output_dir, suffix="_swapped")
         reporter = Reporter(quiet=quiet, json_output=json_output)
         raise typer.Exit(run_dataset(planned, cfg=cfg, reporter=reporter, overwrite=overwrite))
@@ -353,12 +359,12 @@ def register(app: typer.Typer) -> None:
         checkpoint: Checkpoint = None, seed: Seed = IdentityConfig.seed,
         batch_size: BatchSize = GenerateConfig.batch_size, device: Device = "auto", kernels: Kernels = None,
         codec: Codec = EncodeConfig.codec, crf: Crf = EncodeConfig.crf, preset: Preset = EncodeConfig.preset,
-        encoder_option: EncoderOption = [], no_audio: NoAudio = False,
+        encoder_option: EncoderOption = [], no_audio: NoAudio = False, max_pixels: MaxPixels = ReadConfig.max_pixels,
     ) -> None:
         """Re-render from a tracks file with no detection, so a reviewer can add or fix boxes and render again."""
         cfg = build_config(method=method, mask_scale=mask_scale, feather=feather, strength=strength,
                            checkpoint=checkpoint, seed=seed, batch_size=batch_size, device=device, kernels=kernels,
-                           codec=codec, crf=crf, preset=preset, encoder_option=encoder_option, no_audio=no_audio)
+                           codec=codec, crf=crf, preset=preset, encoder_option=encoder_option, no_audio=no_audio, max_pixels=max_pixels)
         job = plan_jobs([str(source)], output=output, output_dir=None)[0]
         reporter = Reporter(quiet=quiet, json_output=json_output)
         reporter.info(f"method: {cfg.method_reason}")
