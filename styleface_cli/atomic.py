@@ -88,17 +88,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def stale_partials(path: Path) -> list[Path]:
-    """Temporaries of ``path`` left by processes that no longer exist (killed with SIGKILL, or a crash)."""
+def partials(path: Path) -> list[Path]:
+    """Every temporary of ``path`` that ``atomic_output`` may have left, whichever process wrote it."""
     path = Path(path)
     if not path.parent.is_dir():
         return []
     found = []
     for candidate in path.parent.glob(f".{glob_escape(path.stem)}.*.partial{glob_escape(path.suffix)}"):
         match = _PARTIAL.match(candidate.name)
-        if match and match["stem"] == path.stem and match["suffix"] == path.suffix and not _alive(int(match["pid"])):
+        if match and match["stem"] == path.stem and match["suffix"] == path.suffix:
             found.append(candidate)
     return found
+
+
+def stale_partials(path: Path) -> list[Path]:
+    """Temporaries of ``path`` left by processes that no longer exist (killed with SIGKILL, or a crash)."""
+    return [candidate for candidate in partials(path) if not _alive(int(_PARTIAL.match(candidate.name)["pid"]))]
 
 
 def remove_stale_partials(path: Path) -> int:
