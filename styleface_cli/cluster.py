@@ -5,8 +5,8 @@ report exactly as a local run does (``api.execute``); only the processing of the
 to the cluster. There, a fixed set of long-lived actors each hold one loaded ``api.Anonymizer`` (or a
 ``prepare-data`` detector) and take one input per actor call; each actor reserves ``--ray-cpus`` CPUs and
 ``--ray-gpus`` GPUs (fractions allowed: 0.25 lets four actors share one GPU), and there are as many
-actors as the cluster's resources hold, never more than there are inputs. Each actor has at most two
-calls queued, so memory and the driver's bookkeeping stay bounded by the number of actors.
+actors as the cluster's resources hold, never more than there are inputs. Each actor has one call out at
+a time, so memory and the driver's bookkeeping stay bounded by the number of actors.
 
 Why actors and not Ray Data (``docs/cluster.md``): an input here is a whole file (seconds to hours of
 video), not a row; the driver needs each input's record the moment it is done (report, progress,
@@ -15,8 +15,7 @@ video), not a row; the driver needs each input's record the moment it is done (r
 record, not a retried batch. Plain actor calls give all of that directly.
 
 Faults. An input whose actor process or node dies is retried by the driver on a replacement actor, up
-to ``--ray-retries`` times, and then reported as an error; a queued call that never started is resubmitted
-without counting. Before a retry the driver deletes the dead attempt's temporary files of that output
+to ``--ray-retries`` times, and then reported as an error. Before a retry the driver deletes the dead attempt's temporary files of that output
 (the shared file system makes them visible from the driver; no live process of this run writes that
 output), and the retry may replace an output the dead attempt had already finished. An input that fails
 on its own (a corrupt file: ``StylefaceError``) is an ordinary error record and is never retried.
@@ -36,6 +35,7 @@ import functools
 import math
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -47,7 +47,10 @@ from styleface_cli.inputs import Job
 from styleface_cli.report import RunInfo, new_record
 
 INSTALL_HINT = "pip install 'styleface-cli[ray]' (or: pip install 'ray>=2.9,<3')"
-_IN_FLIGHT_PER_ACTOR = 2  # one running, one waiting in the actor's queue: no idle gap between inputs
+# One call per actor at a time, so that when an actor dies the driver knows which input it was running.
+# (With a second call queued, a death can also lose the reply of the call that had just finished, and
+# the innocent input would be charged a retry.) The gap between two inputs is one round trip.
+_IN_FLIGHT_PER_ACTOR = 1
 _CANCEL_WAIT_S = 20.0  # how long cancelled calls get to leave through their clean-ups
 _KILL_ONCE = "STYLEFACE_TEST_RAY_KILL_ONCE"  # test hook: "NAME:MARKER" kills the actor once on input NAME
 
@@ -99,7 +102,8 @@ def connected(cfg: RayConfig) -> Iterator[Any]:
 
     ray = require_ray()
     if ray.is_initialized():
-        yield ray
+        with _messages_on_stderr(ray):
+            yield ray
         return
     address = None if cfg.address.lower() == "local" else cfg.address
     try:
@@ -108,9 +112,32 @@ def connected(cfg: RayConfig) -> Iterator[Any]:
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise ConfigError(f"--ray {cfg.address}: cannot connect to the Ray cluster: {error}".splitlines()[0]) from error
     try:
-        yield ray
+        with _messages_on_stderr(ray):
+            yield ray
     finally:
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def _messages_on_stderr(ray) -> Iterator[None]:
+    """Ray's driver prints the cluster's error messages ("(raylet) A worker died ...") on *stdout*, which
+    is for results (``--json``); send them to stderr while a run uses Ray. Ray has no option for this:
+    the hook is its module-level ``print_to_stdstream`` (left alone when a Ray version lacks it)."""
+    module = getattr(getattr(ray, "_private", None), "worker", None)
+    original = getattr(module, "print_to_stdstream", None)
+    printer = getattr(module, "print_worker_logs", None)
+    if original is None or printer is None:
+        yield
+        return
+
+    def to_stderr(data, ignore_prefix: bool) -> None:
+        printer(data, sys.stderr, ignore_prefix)
+
+    module.print_to_stdstream = to_stderr
+    try:
+        yield
+    finally:
+        module.print_to_stdstream = original
 
 
 def actor_count(ray, cfg: RayConfig, items: int) -> int:
@@ -230,7 +257,7 @@ class _Pool:
                                                   max_task_retries=0, runtime_env={"env_vars": env} if env else None)
         self.factory, self.threads = factory, threads
         self.actors: dict[int, Any] = {}
-        self.queues: dict[int, list] = {}  # actor id -> its calls in submission order (the first one runs)
+        self.queues: dict[int, list] = {}  # actor id -> its calls out (at most _IN_FLIGHT_PER_ACTOR)
         self.calls: dict[Any, tuple[int, int]] = {}  # call -> (actor id, item index)
         self.deaths = [0] * len(items)  # how often each item's process died
         self.waiting = list(range(len(items)))[::-1]  # a stack: pop() is the next item, a retry is pushed
@@ -277,15 +304,14 @@ class _Pool:
             yield self.items[index], value
 
     def _actor_died(self, actor_id: int, error: Exception) -> Iterator[tuple[Item, Any]]:
-        """Retry (or give up on) the item the dead actor was running; requeue the ones it had not started."""
+        """Retry (or give up on) the item the dead actor was running; start a replacement actor."""
         self.actors.pop(actor_id)
         queue = self.queues.pop(actor_id)
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        for position, call in enumerate(queue):
+        for call in queue:
             _, index = self.calls.pop(call)
-            if position == 0:  # the call it was running (calls on one actor run in order)
-                self.deaths[index] += 1
-                self.clean(self.items[index])
+            self.deaths[index] += 1
+            self.clean(self.items[index])
             if self.deaths[index] > self.cfg.retries:
                 message = (f"the Ray worker process died {self.deaths[index]} times on this input "
                            f"(--ray-retries {self.cfg.retries}); last: {reason}")
@@ -369,5 +395,38 @@ def _anonymizer_task(cfg: AnonymizeConfig, info: RunInfo, overwrite: bool):
                                       on_frame=_stop_when_cancelled())
         except Stopped:
             return None
+
+    return task
+
+
+# -------------------------------------------------------------------------------------------------
+# styleface prepare-data --ray
+
+
+def run_prepare(todo: list, config) -> Iterator[list[dict]]:
+    """The records of each ``prepare-data`` source (``train.prepare.Source``), from Ray actors."""
+    ray_cfg = config.ray
+    threads = max(1, math.floor(ray_cfg.cpus))
+    actor_config = dataclasses.replace(config, workers=1, ray=None,
+                                       detect=dataclasses.replace(config.detect, threads=threads))
+
+    def lost(source, message: str) -> list[dict]:
+        return [{"source": source.path.as_posix(), "identity": source.identity, "frame": None, "skipped": message}]
+
+    # a dead attempt's crops are rewritten under the same names by the retry: nothing to clean
+    for _, records in run_items(todo, factory=functools.partial(_prepare_task, actor_config), cfg=ray_cfg,
+                                lost=lost, clean=lambda source: None):
+        yield records
+
+
+def _prepare_task(config):
+    """Runs in the actor: load the detector once; return the per-source task."""
+    from styleface_cli.train import prepare
+
+    prepare._init_worker(config)
+
+    def task(source, retry: bool) -> list[dict]:
+        _kill_once_for_tests(source.path.name)
+        return prepare._process_source(source)
 
     return task

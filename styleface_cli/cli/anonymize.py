@@ -79,7 +79,7 @@ Shard = Annotated[Optional[str], typer.Option("--shard", help="K/N: only the inp
 Jobs = Annotated[int, typer.Option("--jobs", "-j", help="Inputs processed at once, in worker processes.", rich_help_panel=_DATA)]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="List each input, its output or why it is skipped; process nothing.", rich_help_panel=_DATA)]
 _RAY = "Ray cluster"
-RayAddress = Annotated[Optional[str], typer.Option("--ray", metavar="ADDRESS", help="Run the inputs on a Ray cluster: local (a Ray started here), auto (the cluster this machine belongs to), ray://HOST:PORT or HOST:PORT. Needs styleface-cli[ray].", rich_help_panel=_RAY)]
+RayAddress = Annotated[Optional[str], typer.Option("--ray", metavar="ADDRESS", help="Run the inputs on a Ray cluster: local (a Ray started here), auto (the cluster this machine belongs to), ray://HOST:PORT or HOST:PORT (needs the ray extra).", rich_help_panel=_RAY)]
 RayCpus = Annotated[float, typer.Option("--ray-cpus", help="CPUs each Ray actor reserves (fractions allowed).", rich_help_panel=_RAY)]
 RayGpus = Annotated[float, typer.Option("--ray-gpus", help="GPUs each Ray actor reserves (0.25: four actors share a GPU).", rich_help_panel=_RAY)]
 RayRetries = Annotated[int, typer.Option("--ray-retries", help="Retries of an input whose worker process or node died.", rich_help_panel=_RAY)]
