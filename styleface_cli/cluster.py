@@ -36,6 +36,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -238,12 +239,41 @@ def run_items(items: Sequence[Item], *, factory: Callable[[], Callable[[Item, bo
     more than ``cfg.retries`` times; ``clean(item)`` removes what a dead attempt may have left (it runs on
     the driver before every retry, and for the items in flight when the run is stopped).
     """
-    with connected(cfg) as ray:
+    with connected(cfg) as ray, _signals_deferred() as check_signals:
         pool = _Pool(ray, items, factory=factory, cfg=cfg, lost=lost, clean=clean)
         try:
-            yield from pool.results()
+            yield from pool.results(check_signals)
         finally:
             pool.stop()
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[Callable[[], None]]:
+    """Stop signals noted, not raised, while the driver works with Ray; ``check()`` raises ``Stopped``.
+
+    An exception raised by a signal handler inside one of Ray's blocking calls (``ray.wait``) comes out
+    as a ``SystemError``, and the clean-ups after it would be interrupted again; so SIGINT, SIGTERM and
+    SIGHUP only set a flag here, and the driver's loop raises between calls (within a second).
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        handler = signal.getsignal(signum)
+        if handler is not signal.SIG_IGN and handler is not None:  # nohup's SIGHUP stays ignored
+            previous[signum] = signal.signal(signum, lambda number, frame: received.append(number))
+
+    def check() -> None:
+        if received:
+            raise Stopped(received[0])
+
+    try:
+        yield check
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 class _Pool:
@@ -278,11 +308,12 @@ class _Pool:
                 queue.append(call)
                 self.calls[call] = (actor_id, index)
 
-    def results(self) -> Iterator[tuple[Item, Any]]:
+    def results(self, check_signals: Callable[[], None]) -> Iterator[tuple[Item, Any]]:
         done = 0
         while done < len(self.items):
+            check_signals()
             self._submit()
-            ready, _ = self.ray.wait(list(self.calls), num_returns=1, timeout=1.0)
+            ready, _ = self.ray.wait(list(self.calls), num_returns=1, timeout=0.5)
             if not ready:
                 continue
             call = ready[0]

@@ -171,6 +171,30 @@ def test_driver_killed_mid_run_then_resume_completes_the_rest(tmp_path, ray_addr
     assert sorted(r["key"] for r in records_of(report.read_text())) == sorted(keys)
 
 
+def test_ctrl_c_on_the_driver_cancels_the_tasks_and_leaves_nothing_partial(tmp_path, ray_address):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(4):
+        media.make_video(data / f"clip{i}.mp4", width=160, height=120, frames=150)
+    out, report = tmp_path / "out", tmp_path / "run.jsonl"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    driver = subprocess.Popen([sys.executable, "-m", "styleface_cli.cli.app", "anonymize", str(data), "--output-dir",
+                               str(out), "--report", str(report), "--method", "blur", "--quiet", "--ray", ray_address],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not (out.is_dir() and hidden_files(out)):  # an input in flight
+        assert driver.poll() is None, driver.stderr.read().decode()
+        time.sleep(0.01)
+    driver.send_signal(signal.SIGINT)
+    _, stderr = driver.communicate(timeout=60)
+    assert driver.returncode == ExitCode.INTERRUPTED, stderr.decode()
+    assert not hidden_files(out)  # the cancelled inputs left no temporaries
+    finished = sorted(r["key"] for r in records_of(report.read_text())) if report.exists() else []
+    visible = sorted(p.name for p in out.iterdir())
+    assert len(finished) < 4 and visible == [k.replace(".mp4", "_anonymized.mp4") for k in finished]
+
+
 def test_ray_without_ray_installed_says_how_to_install_it(tmp_path, monkeypatch):
     face_photo(tmp_path / "a.png", which=0, seed=0)
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
