@@ -24,6 +24,14 @@ Example::
 
 Options are the CLI's long options with ``_`` for ``-`` (``mask_scale=1.6``, ``det_size=0``,
 ``encoder_option=["tune=film"]``); they are checked and frozen into ``AnonymizeConfig`` once.
+
+Another executor (Ray, a cluster scheduler) reuses the same pieces as ``execute``::
+
+    cfg = build_config(method="blur");  info = RunInfo.of(cfg)
+    jobs = plan_jobs(inputs, output=None, output_dir=out, root=root, shard=None)
+    log = ReportLog(report);  skipped, todo = triage(jobs, info, resume=True, previous=log.previous)
+    # in each actor, once: hider = Anonymizer(cfg, info=info); per input: hider.process(job, reason=reason)
+    # back in the driver, per record as it completes: log.append(record)
 """
 
 from __future__ import annotations

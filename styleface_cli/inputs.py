@@ -84,13 +84,13 @@ def _is_under(path: Path, folder: Path) -> bool:
         return False
 
 
-def expand_inputs(specs: list[str], *, output_dir: Path | None = None) -> list[tuple[Path, Path | None]]:
+def expand_inputs(specs: list[str], *, output_dir: Path | None = None, literal: bool = False) -> list[tuple[Path, Path | None]]:
     """Each input spec -> media files, with the folder they were found under (None for a plain file).
 
     A plain file is taken whatever its suffix (a bad one fails clearly later); folders are searched
     recursively for media suffixes (and ``.tar`` shards); globs are expanded (recursive ``**`` allowed).
     Searched files that this tool wrote are left out (see the module docstring). A spec that matches
-    nothing is an ``InputError``.
+    nothing is an ``InputError``. With ``literal`` (path lists) nothing is globbed: ``a[1].jpg`` is a name.
     """
     found: list[tuple[Path, Path | None]] = []
     for spec in specs:
@@ -99,7 +99,7 @@ def expand_inputs(specs: list[str], *, output_dir: Path | None = None) -> list[t
             files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in INPUT_SUFFIXES
                            and not p.name.startswith(".") and not is_own_output(p, output_dir))
             found.extend((p, path) for p in files)
-        elif path.exists() or not glob.has_magic(spec):
+        elif literal or path.exists() or not glob.has_magic(spec):
             found.append((path, None))
         else:
             matches = sorted(Path(m) for m in glob.glob(spec, recursive=True))
@@ -165,7 +165,7 @@ def plan_jobs(specs: list[str], *, output: Path | None, output_dir: Path | None,
     if output is not None and output_dir is not None:
         raise ConfigError("give either -o/--output or --output-dir, not both")
     sources = expand_inputs(list(specs), output_dir=output_dir)
-    listed_sources = [p for p, _ in expand_inputs(list(listed), output_dir=output_dir)
+    listed_sources = [p for p, _ in expand_inputs(list(listed), output_dir=output_dir, literal=True)
                       if not is_own_output(p, output_dir)] if listed else []
     list_root = root if root is not None else common_root(listed_sources)
     sources = _unique(sources + [(p, list_root) for p in listed_sources])

@@ -51,7 +51,7 @@ from typing import Any
 from styleface_cli import __version__
 from styleface_cli.atomic import append_line
 from styleface_cli.config import AnonymizeConfig
-from styleface_cli.errors import InputError
+from styleface_cli.errors import InputError, OutputError
 from styleface_cli.inputs import Job
 
 FIELDS = ("input", "output", "key", "status", "reason", "error", "exit_code", "method", "method_reason",
@@ -151,11 +151,14 @@ class ReportLog:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        folder = self.path.parent
+        if self.path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise OutputError(f"--report {self.path}: cannot write there (a folder, or its folder is missing or read-only)")
         self.previous = read_report(self.path)
 
     def append(self, record: dict[str, Any]) -> None:
         if record["status"] in ("ok", "error"):
-            append_line(self.path, json.dumps(record, default=str, ensure_ascii=False))
+            append_line(self.path, json.dumps(record, default=str))  # ASCII: any file name, even not UTF-8
 
 
 def read_report(path: Path) -> dict[str, dict[str, Any]]:
@@ -185,11 +188,14 @@ def resume_decision(job: Job, info: RunInfo, previous: dict[str, dict[str, Any]]
     """``(skip, reason)`` for ``job`` under ``--resume``: skip it when it is done; else the reason to redo it
     (None for an input that was never done). ``previous`` is the earlier report (None: the run has none).
     """
+    earlier = previous.get(job.key) if previous is not None else None
     if not job.output.is_file():
+        if earlier is not None and earlier.get("status") == "error":
+            return False, f"failed in an earlier run ({earlier.get('error')}); tried again"
         return False, None
     if previous is None:
         return True, "the output exists (outputs are written whole or not at all)"
-    record = previous.get(job.key)
+    record = earlier
     if record is None or record.get("status") != "ok":
         return False, "the output exists but the report does not record it complete"
     if record.get("options") != info.options:

@@ -20,8 +20,10 @@ import os
 import queue
 import signal
 import time
+from collections import deque
 from typing import Any, Iterator
 
+from styleface_cli.atomic import remove_stale_partials
 from styleface_cli.config import AnonymizeConfig
 from styleface_cli.errors import ExitCode, Stopped, StylefaceError
 from styleface_cli.inputs import Job
@@ -33,98 +35,118 @@ _PROGRESS_EVERY_S = 0.25  # frame counts are sent to the main process at most th
 def run_in_workers(todo: list[tuple[Job, str | None]], *, cfg: AnonymizeConfig, info: RunInfo, overwrite: bool,
                    workers: int, progress=None) -> Iterator[dict[str, Any]]:
     """Records of ``todo`` from ``workers`` processes, in completion order."""
-    from styleface_cli.api import for_worker, threads_per_worker
-
-    context = multiprocessing.get_context("spawn")
-    tasks, results = context.Queue(), context.Queue()
-    worker_cfg = for_worker(cfg, workers)
-    threads = threads_per_worker(workers)
-    report_frames = progress is not None
-    processes: dict[int, multiprocessing.Process] = {}
-    in_flight: dict[int, int] = {}  # worker id -> index in todo
-    next_id = 0
-
-    def start_worker() -> None:
-        nonlocal next_id
-        process = context.Process(target=_worker_main, name=f"styleface-worker-{next_id}", daemon=True,
-                                  args=(next_id, worker_cfg, info, overwrite, threads, report_frames, tasks, results))
-        process.start()
-        processes[next_id] = process
-        next_id += 1
-
-    for _ in range(min(workers, len(todo))):
-        start_worker()
-    queued = 0
-    done = 0
+    pool = _Pool(todo, cfg=cfg, info=info, overwrite=overwrite, workers=workers, report_frames=progress is not None)
+    jobs = [job for job, _ in todo]
     try:
-        while queued < len(todo) and queued < 2 * len(processes):  # at most two jobs queued per worker
-            tasks.put((queued, *todo[queued]))
-            queued += 1
-        jobs = [job for job, _ in todo]
-        while done < len(todo):
+        pool.start()
+        while pool.done < len(todo):
             try:
-                message = results.get(timeout=0.5)
+                message = pool.results.get(timeout=0.5)
             except queue.Empty:
-                for record in _check_workers(processes, in_flight, todo, info, start_worker):
-                    done += 1
-                    yield record
+                yield from pool.replace_dead()
                 continue
             kind, worker_id = message[0], message[1]
-            if kind == "ready":
-                continue
             if kind == "failed":  # the models could not be loaded: the whole run fails
                 raise message[2]
-            if kind == "want":
-                index = message[2]
-                in_flight[worker_id] = index
+            if kind == "started" and progress is not None:
+                progress.started(jobs[message[2]])
+            elif kind == "frames" and progress is not None:
+                progress.advanced(jobs[message[2]], message[3], message[4])
+            elif kind == "done":
+                record = pool.finished(worker_id, message[2], message[3])
                 if progress is not None:
-                    progress.started(jobs[index])
-                continue
-            if kind == "frames":
-                if progress is not None:
-                    progress.advanced(jobs[message[2]], message[3], message[4])
-                continue
-            if kind == "done":
-                index, record = message[2], message[3]
-                in_flight.pop(worker_id, None)
-                done += 1
-                if queued < len(todo):
-                    tasks.put((queued, *todo[queued]))
-                    queued += 1
-                if progress is not None:
-                    progress.finished(jobs[index], record)
+                    progress.finished(jobs[message[2]], record)
                 yield record
     finally:
-        _stop(processes, tasks)
+        pool.stop()
 
 
-def _check_workers(processes, in_flight, todo, info, start_worker) -> Iterator[dict[str, Any]]:
-    """Records for the inputs of workers that died on their own; replacements for them."""
-    for worker_id, process in list(processes.items()):
-        if process.is_alive():
-            continue
-        processes.pop(worker_id)
-        index = in_flight.pop(worker_id, None)
-        if index is not None:
-            job, reason = todo[index]
-            yield new_record(job, info, status="error", reason=reason, exit_code=int(ExitCode.FAILURE),
-                             error=f"{job.source}: the worker process died (exit code {process.exitcode})")
-        start_worker()
+class _Pool:
+    """Worker processes, each with its own task queue, so the main process always knows which inputs
+    each one holds (at most two: the one in flight and the next)."""
 
+    def __init__(self, todo, *, cfg: AnonymizeConfig, info: RunInfo, overwrite: bool, workers: int,
+                 report_frames: bool) -> None:
+        from styleface_cli.api import for_worker, threads_per_worker
 
-def _stop(processes: dict[int, multiprocessing.Process], tasks) -> None:
-    """Stop every worker: the input in flight is abandoned through its clean-ups."""
-    for process in processes.values():
-        if process.is_alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    for process in processes.values():
-        process.join(max(0.0, deadline - time.monotonic()))
-        if process.is_alive():
-            process.kill()
-            process.join()
-    tasks.cancel_join_thread()
+        self.todo, self.info, self.workers = todo, info, min(workers, len(todo))
+        self.context = multiprocessing.get_context("spawn")
+        self.results = self.context.Queue()
+        self.args = (for_worker(cfg, workers), info, overwrite, threads_per_worker(workers), report_frames)
+        self.processes: dict[int, tuple[multiprocessing.Process, Any]] = {}  # id -> (process, its task queue)
+        self.held: dict[int, deque[int]] = {}  # id -> indices in todo given to it, oldest (in flight) first
+        self.next_index = 0
+        self.done = 0
+        self.started = 0
+
+    def start(self) -> None:
+        for _ in range(self.workers):
+            self._start_worker()
+
+    def _start_worker(self, inherit: list[int] = ()) -> None:
+        if self.started >= 2 * self.workers + len(self.todo):  # workers die as they start: say so, do not loop
+            raise StylefaceError(f"the worker processes keep dying ({self.started} started); run with --jobs 1 to see why")
+        worker_id, tasks = self.started, self.context.Queue()
+        self.started += 1
+        process = self.context.Process(target=_worker_main, name=f"styleface-worker-{worker_id}", daemon=True,
+                                       args=(worker_id, *self.args, tasks, self.results))
+        process.start()
+        self.processes[worker_id] = (process, tasks)
+        self.held[worker_id] = deque()
+        for index in inherit:
+            self._give(worker_id, index)
+        while len(self.held[worker_id]) < 2 and self._give(worker_id):
+            pass
+
+    def _give(self, worker_id: int, index: int | None = None) -> bool:
+        if index is None:
+            if self.next_index >= len(self.todo):
+                return False
+            index, self.next_index = self.next_index, self.next_index + 1
+        self.held[worker_id].append(index)
+        self.processes[worker_id][1].put((index, *self.todo[index]))
+        return True
+
+    def finished(self, worker_id: int, index: int, record: dict[str, Any]) -> dict[str, Any]:
+        self.held[worker_id].remove(index)
+        self.done += 1
+        self._give(worker_id)
+        return record
+
+    def replace_dead(self) -> Iterator[dict[str, Any]]:
+        """A record for the input of each worker that died on its own; a new worker takes its queue."""
+        for worker_id, (process, tasks) in list(self.processes.items()):
+            if process.is_alive():
+                continue
+            del self.processes[worker_id]
+            tasks.cancel_join_thread()
+            held = list(self.held.pop(worker_id))
+            if held:
+                job, reason = self.todo[held[0]]
+                remove_stale_partials(job.output)  # what the dead worker was writing
+                self.done += 1
+                yield new_record(job, self.info, status="error", reason=reason, exit_code=int(ExitCode.FAILURE),
+                                 error=f"{job.source}: the worker process died (exit code {process.exitcode})")
+            self._start_worker(inherit=held[1:])
+
+    def stop(self) -> None:
+        """End every worker: idle ones are told to exit; busy ones (a stop by a signal, an error) get
+        SIGTERM, which abandons their input in flight through its clean-ups."""
+        for worker_id, (process, tasks) in self.processes.items():
+            if not process.is_alive():
+                continue
+            if self.held.get(worker_id):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGTERM)
+            else:
+                tasks.put(None)
+        deadline = time.monotonic() + 20
+        for process, tasks in self.processes.values():
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join()
+            tasks.cancel_join_thread()
 
 
 # -------------------------------------------------------------------------------------------------
@@ -164,13 +186,12 @@ def _worker_main(worker_id: int, cfg: AnonymizeConfig, info: RunInfo, overwrite:
         except StylefaceError as error:
             results.put(("failed", worker_id, error))
             return
-        results.put(("ready", worker_id))
         while True:
             task = tasks.get()
             if task is None:
                 return
             index, job, reason = task
-            results.put(("want", worker_id, index))
+            results.put(("started", worker_id, index))
             on_frame = _frame_reporter(worker_id, index, results) if report_frames else None
             record = anonymizer.process(job, overwrite=overwrite, on_frame=on_frame, reason=reason)
             results.put(("done", worker_id, index, record))

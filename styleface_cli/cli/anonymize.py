@@ -1,5 +1,6 @@
 """``styleface anonymize``, ``styleface swap`` and ``styleface render``: parse options, build the config
-once, load the tools once, then run each input.
+once, plan the inputs, then run them through ``styleface_cli.api`` (in this process, or in ``--jobs``
+worker processes that each load the tools once).
 
 With several inputs a failed one does not stop the others; the exit code is that input's own code
 when there was one input, ``PARTIAL`` (7) when some of several failed.
@@ -29,7 +30,7 @@ from styleface_cli.config import (
 from styleface_cli.console import DatasetProgress, Reporter
 from styleface_cli.errors import ConfigError, ExitCode, StylefaceError
 from styleface_cli.face.obfuscate import METHODS as OBFUSCATIONS
-from styleface_cli.inputs import Job, parse_shard, plan_jobs, read_path_list
+from styleface_cli.inputs import Job, is_tar_path, parse_shard, plan_jobs, read_path_list
 from styleface_cli.video.decode import probe
 from styleface_cli.video.images import is_image_path
 
@@ -222,11 +223,7 @@ def report_records(records: Iterable[dict[str, Any]], reporter: Reporter, *, dry
     for record in records:
         codes.append(int(record["exit_code"]))
         if dry_run and not reporter.json_output:
-            if record["status"] == "skipped":
-                print(f"skip {record['input']}: {record['reason']}", flush=True)
-            else:
-                why = f" ({record['reason']})" if record["reason"] else ""
-                print(f"run  {record['input']} -> {record['output']}{why}", flush=True)
+            reporter.plan(record)
         elif record["status"] == "error" and not reporter.json_output:
             reporter.error(record["error"])  # core messages name the file
         else:
@@ -247,7 +244,7 @@ def run_dataset(jobs: list[Job], *, cfg: AnonymizeConfig, reporter: Reporter, ov
         raise ConfigError("--export-tracks names one file but several inputs were given")
     if not dry_run:
         reporter.info(f"method: {cfg.method_reason}")
-    with DatasetProgress(len(jobs), reporter.shows_progress and not dry_run) as progress:
+    with DatasetProgress(len(jobs), reporter.shows_progress and not dry_run, frames_of=expected_frames) as progress:
         records = api.execute(jobs, cfg=cfg, overwrite=overwrite, resume=resume, report=report, workers=workers,
                               dry_run=dry_run, progress=progress, runner=runner)
         return report_records(records, reporter, dry_run=dry_run)
@@ -279,8 +276,11 @@ def input_specs(inputs: list[str], files_from: Path | None, null: bool) -> tuple
     return specs, listed
 
 
-def expected_frames(source: Path) -> int | None:
+def expected_frames(job: Job) -> int | None:
     """How many frames the progress bar counts to (for its ETA); None when the container does not say."""
+    source = job.source
+    if is_tar_path(source):
+        return None
     if is_image_path(source):
         return 1
     try:
@@ -380,7 +380,7 @@ def register(app: typer.Typer) -> None:
         reporter = Reporter(quiet=quiet, json_output=json_output)
         reporter.info(f"method: {cfg.method_reason}")
         hider = api.Anonymizer(cfg)
-        with DatasetProgress(1, reporter.shows_progress) as progress:
+        with DatasetProgress(1, reporter.shows_progress, frames_of=expected_frames) as progress:
             progress.started(job)
             record = hider.render(job, tracks, overwrite=overwrite,
                                   on_frame=lambda faces: progress.advanced(job, 1, len(faces.regions)))
