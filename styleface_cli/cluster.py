@@ -169,7 +169,9 @@ class _Worker:
     Ray never restarts an actor that can never work.
     """
 
-    def __init__(self, factory: Callable[[], Callable[[Any, bool], Any]], threads: int) -> None:
+    def __init__(self, factory: Callable[[], Callable[[Any, bool], Any]], threads: int, cwd: str) -> None:
+        if os.path.isdir(cwd):  # the driver's folder (shared file system): relative paths mean the same files
+            os.chdir(cwd)
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[name] = str(threads)
         self.error: str | None = None
@@ -296,7 +298,7 @@ class _Pool:
             self._start_actor()
 
     def _start_actor(self) -> None:
-        self.actors[self.next_actor] = self.remote.remote(self.factory, self.threads)
+        self.actors[self.next_actor] = self.remote.remote(self.factory, self.threads, os.getcwd())
         self.queues[self.next_actor] = []
         self.next_actor += 1
 
@@ -385,6 +387,9 @@ def run_anonymize(todo: list[tuple[Job, str | None]], *, cfg: AnonymizeConfig, i
                   ray_cfg: RayConfig, progress=None) -> Iterator[dict[str, Any]]:
     """Records of ``todo`` from Ray actors, in completion order (what ``workers.run_in_workers`` does locally)."""
     actor_cfg = dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, workers=max(1, math.floor(ray_cfg.cpus))))
+    if cfg.method == "styleface":  # the generator runs where the actor's resources are, not where the driver is
+        device = "cuda" if ray_cfg.gpus > 0 else "cpu"  # Ray points CUDA_VISIBLE_DEVICES at the actor's GPU
+        actor_cfg = dataclasses.replace(actor_cfg, generate=dataclasses.replace(cfg.generate, device=device))
     factory = functools.partial(_anonymizer_task, actor_cfg, info, overwrite)
     # (job, reason, whether a retry may replace the output): only outputs absent before the run, which
     # a dead attempt may have finished before it could report it
