@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import numpy as np
 
 from styleface_cli import pipeline
-from styleface_cli.atomic import check_output_path, remove_stale_partials
+from styleface_cli.atomic import check_output_path, forget_listings, remove_stale_partials
 from styleface_cli.config import AnonymizeConfig
 from styleface_cli.errors import OutputError, StylefaceError
 from styleface_cli.inputs import Job, is_tar_path, parse_shard, plan_jobs
@@ -195,6 +195,7 @@ def execute(jobs: Sequence[Job], *, cfg: AnonymizeConfig, overwrite: bool = Fals
     """
     info = anonymizer.info if anonymizer is not None else RunInfo.of(cfg)
     log = ReportLog(report) if report is not None else None
+    forget_listings()  # temporaries of processes killed since the last run in this process are found too
     skipped, todo = triage(jobs, info, resume=resume, previous=log.previous if log is not None else None)
     for record in skipped:
         if progress is not None:

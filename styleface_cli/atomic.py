@@ -88,28 +88,55 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def partials(path: Path) -> list[Path]:
-    """Every temporary of ``path`` that ``atomic_output`` may have left, whichever process wrote it."""
+_PARTIALS_BY_FOLDER: dict[str, dict[tuple[str, str], list[str]]] = {}  # folder -> (stem, suffix) -> names
+
+
+def _partials_in(folder: Path, refresh: bool) -> dict[tuple[str, str], list[str]]:
+    """The temporaries in ``folder``, listed once per process (a dataset folder may hold 100,000 files:
+    one listing, not one per output); ``refresh`` lists it again."""
+    key = os.path.realpath(folder)
+    if refresh or key not in _PARTIALS_BY_FOLDER:
+        found: dict[tuple[str, str], list[str]] = {}
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    match = _PARTIAL.match(entry.name)
+                    if match:
+                        found.setdefault((match["stem"], match["suffix"]), []).append(entry.name)
+        except OSError:
+            pass
+        _PARTIALS_BY_FOLDER[key] = found
+    return _PARTIALS_BY_FOLDER[key]
+
+
+def forget_listings() -> None:
+    """Start afresh: the next ``stale_partials`` lists each folder again (called at the start of a run)."""
+    _PARTIALS_BY_FOLDER.clear()
+
+
+def stale_partials(path: Path, refresh: bool = False) -> list[Path]:
+    """Temporaries of ``path`` left by processes that no longer exist (killed with SIGKILL, or a crash).
+
+    The folder is listed once per process: temporaries that appear later are those of live writers, which
+    are never stale, except a worker that dies during the run (pass ``refresh``).
+    """
     path = Path(path)
-    if not path.parent.is_dir():
-        return []
-    found = []
-    for candidate in path.parent.glob(f".{glob_escape(path.stem)}.*.partial{glob_escape(path.suffix)}"):
-        match = _PARTIAL.match(candidate.name)
-        if match and match["stem"] == path.stem and match["suffix"] == path.suffix:
-            found.append(candidate)
-    return found
+    names = _partials_in(path.parent, refresh).get((path.stem, path.suffix), [])
+    return [path.with_name(name) for name in names
+            if not _alive(int(_PARTIAL.match(name)["pid"])) and path.with_name(name).exists()]
 
 
-def stale_partials(path: Path) -> list[Path]:
-    """Temporaries of ``path`` left by processes that no longer exist (killed with SIGKILL, or a crash)."""
-    return [candidate for candidate in partials(path) if not _alive(int(_PARTIAL.match(candidate.name)["pid"]))]
+def partials(path: Path) -> list[Path]:
+    """Every temporary of ``path``, whichever process (on whichever machine) wrote it; the folder is listed
+    afresh. For a caller that knows no live process writes ``path`` (``--ray``: after its writer died)."""
+    path = Path(path)
+    return [path.with_name(name) for name in _partials_in(path.parent, True).get((path.stem, path.suffix), [])]
 
 
-def remove_stale_partials(path: Path) -> int:
+def remove_stale_partials(path: Path, refresh: bool = False) -> int:
     """Delete ``stale_partials(path)``; how many were removed."""
     removed = 0
-    for stale in stale_partials(path):
+    for stale in stale_partials(path, refresh):
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
             removed += 1
@@ -119,10 +146,6 @@ def remove_stale_partials(path: Path) -> int:
 def is_partial(path: Path) -> bool:
     """Whether ``path`` is named like one of ``atomic_output``'s temporaries."""
     return _PARTIAL.match(Path(path).name) is not None
-
-
-def glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def check_output_path(input: Path, output: Path, overwrite: bool) -> None:

@@ -123,7 +123,7 @@ class _Pool:
             held = list(self.held.pop(worker_id))
             if held:
                 job, reason = self.todo[held[0]]
-                remove_stale_partials(job.output)  # what the dead worker was writing
+                remove_stale_partials(job.output, refresh=True)  # what the dead worker was writing
                 self.done += 1
                 yield new_record(job, self.info, status="error", reason=reason, exit_code=int(ExitCode.FAILURE),
                                  error=f"{job.source}: the worker process died (exit code {process.exitcode})")
