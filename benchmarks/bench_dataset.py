@@ -163,8 +163,9 @@ def measured(command: list[str], env: dict[str, str] | None = None, also: int | 
     return seconds, peak
 
 
-def styleface(folder: Path, out: Path, jobs: int, *extra: str, also: int | None = None) -> tuple[float, float]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def styleface(folder: Path, out: Path, jobs: int, *extra: str, also: int | None = None,
+              env_extra: dict[str, str] | None = None) -> tuple[float, float]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **(env_extra or {}))
     return measured([sys.executable, "-m", "styleface_cli.cli.app", "anonymize", str(folder), "--output-dir", str(out),
                      "--method", "blur", "--jobs", str(jobs), "--quiet", *extra], env, also)
 
@@ -173,13 +174,16 @@ class RayHead:
     """A Ray instance on this machine for the ``--ray`` rows, kept by a small Python process (stopped at the end)."""
 
     def __enter__(self) -> "RayHead":
-        script = ("import ray, sys; ray.init(include_dashboard=False); "
-                  "print(ray.get_runtime_context().gcs_address, flush=True); sys.stdin.read()")
+        script = ("import os, ray, sys; ray.init(include_dashboard=False); "
+                  "print(ray.get_runtime_context().gcs_address, os.environ.get('RAY_AUTH_MODE', ''), flush=True); "
+                  "sys.stdin.read()")
         self.process = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.DEVNULL, text=True)
-        self.address = self.process.stdout.readline().strip()
+        self.address, _, auth_mode = self.process.stdout.readline().strip().partition(" ")
         if not self.address:
             raise RuntimeError("the Ray instance did not start")
+        # a driver joining by address must use the instance's authentication mode (token by default)
+        self.env = {"RAY_AUTH_MODE": auth_mode} if auth_mode else {}
         return self
 
     def __exit__(self, *exc) -> None:
@@ -229,10 +233,10 @@ def main() -> None:
                 rows.append({"set": name, "tool": f"styleface --jobs {jobs}", "files": len(files), "frames": frames,
                              "seconds": seconds, "peak_mib": peak})
             if head is not None:
-                for tool, address, pid in (("styleface --ray (running Ray)", head.address, head.process.pid),
-                                           ("styleface --ray local", "local", None)):
-                    seconds, peak = styleface(folder, work / f"out-{name}-{tool.split()[-1]}", 1, "--ray", address,
-                                              also=pid)
+                for tool, address, pid, env in (("styleface --ray (running Ray)", head.address, head.process.pid, head.env),
+                                                ("styleface --ray local", "local", None, {})):
+                    seconds, peak = styleface(folder, work / f"out-{name}-ray-{address.replace(':', '-')}", 1, "--ray",
+                                              address, also=pid, env_extra=env)
                     rows.append({"set": name, "tool": tool, "files": len(files), "frames": frames,
                                  "seconds": seconds, "peak_mib": peak})
             if not args.skip_deface:

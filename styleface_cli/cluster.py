@@ -107,9 +107,11 @@ def connected(cfg: RayConfig) -> Iterator[Any]:
             yield ray
         return
     address = None if cfg.address.lower() == "local" else cfg.address
+    options = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    if address is not None and "://" in address:
+        options = {}  # Ray Client forwards options to the cluster's own init; it takes none of these
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-                 configure_logging=True)
+        ray.init(address=address, **options)
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise ConfigError(f"--ray {cfg.address}: cannot connect to the Ray cluster: {error}".splitlines()[0]) from error
     try:
@@ -165,8 +167,8 @@ class _Worker:
     """One Ray actor: ``factory()`` builds its task once (models loaded), then ``run`` calls it per item.
 
     An error while building is kept and returned by every call (the driver then stops the run, as a
-    ``--jobs`` worker whose models cannot be loaded does); nothing raises out of the constructor, so
-    Ray never restarts an actor that can never work.
+    ``--jobs`` worker whose models cannot be loaded does); nothing raises out of the constructor, so a
+    missing model is one clear error, not a string of "dead" actors charged to innocent inputs.
     """
 
     def __init__(self, factory: Callable[[], Callable[[Any, bool], Any]], threads: int, cwd: str) -> None:
@@ -189,9 +191,6 @@ class _Worker:
         if self.error is not None:
             return "broken", self.error
         return "done", self.task(item, retry)
-
-    def pid(self) -> int:
-        return os.getpid()
 
 
 def _kill_once_for_tests(name: str) -> None:
@@ -241,7 +240,7 @@ def run_items(items: Sequence[Item], *, factory: Callable[[], Callable[[Item, bo
     more than ``cfg.retries`` times; ``clean(item)`` removes what a dead attempt may have left (it runs on
     the driver before every retry, and for the items in flight when the run is stopped).
     """
-    with connected(cfg) as ray, _signals_deferred() as check_signals:
+    with _signals_deferred() as check_signals, connected(cfg) as ray:  # a Ctrl-C while connecting counts too
         pool = _Pool(ray, items, factory=factory, cfg=cfg, lost=lost, clean=clean)
         try:
             yield from pool.results(check_signals)

@@ -250,10 +250,12 @@ def run_dataset(jobs: list[Job], *, cfg: AnonymizeConfig, reporter: Reporter, ov
         return report_records(records, reporter, dry_run=dry_run)
 
 
-def ray_runner(address: str | None, *, cpus: float, gpus: float, retries: int) -> api.Runner | None:
+def ray_runner(address: str | None, *, cpus: float, gpus: float, retries: int, jobs: int = 1) -> api.Runner | None:
     """``--ray ADDRESS`` and its options -> the runner that sends inputs to Ray actors (None without --ray)."""
     if address is None:
         return None
+    if jobs != 1:
+        raise ConfigError("give either --jobs or --ray (with --ray, --ray-cpus/--ray-gpus size the actors)")
     from styleface_cli import cluster
 
     return cluster.anonymize_runner(cluster.build_ray_config(address=address, cpus=cpus, gpus=gpus, retries=retries))
@@ -322,7 +324,7 @@ def register(app: typer.Typer) -> None:
             seed=seed, min_identity_distance=min_identity_distance, identity_strength=identity_strength, mix=mix,
             batch_size=batch_size, device=device, kernels=kernels, select=select, codec=codec, crf=crf,
             preset=preset, encoder_option=encoder_option, no_audio=no_audio, export_tracks=export_tracks)
-        runner = ray_runner(ray, cpus=ray_cpus, gpus=ray_gpus, retries=ray_retries)
+        runner = ray_runner(ray, cpus=ray_cpus, gpus=ray_gpus, retries=ray_retries, jobs=jobs)
         specs, listed = input_specs(inputs or [], files_from, null)
         planned = plan_jobs(specs, output=output, output_dir=output_dir, listed=listed, root=root,
                             shard=parse_shard(shard))
