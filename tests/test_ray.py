@@ -126,16 +126,19 @@ def test_a_killed_worker_is_retried_and_the_input_completes(tmp_path, ray_addres
     assert all(r["status"] == "ok" and r["faces"] >= 1 for r in records)
     assert sorted(p.name for p in out.iterdir()) == [f"face{i}_anonymized.png" for i in range(3)]
 
-    # with no retries the same death is an error record of that input only
+    # with no retries the same death is an error record of that input only (relative paths: the actors
+    # work in the driver's folder)
     marker2 = tmp_path / "killed2"
     monkeypatch.setenv("STYLEFACE_TEST_RAY_KILL_ONCE", f"face1.png:{marker2}")
-    result = cli("anonymize", str(data), "--output-dir", str(tmp_path / "out2"), "--method", "blur", "--json",
-                 "--quiet", "--ray", "local", "--ray-retries", "0")
+    monkeypatch.chdir(tmp_path)
+    result = cli("anonymize", "data", "--output-dir", "out2", "--method", "blur", "--json", "--quiet",
+                 "--ray", "local", "--ray-retries", "0")
     assert result.exit_code == ExitCode.PARTIAL, result.output
     records = {r["key"]: r for r in records_of(result.stdout)}
     assert marker2.exists() and len(records) == 3
     assert records["face1.png"]["status"] == "error" and "died 1 times" in records["face1.png"]["error"]
     assert records["face0.png"]["status"] == records["face2.png"]["status"] == "ok"
+    assert records["face0.png"]["output"] == "out2/face0_anonymized.png" and (tmp_path / "out2/face0_anonymized.png").is_file()
     assert not hidden_files(tmp_path / "out2")
 
 
