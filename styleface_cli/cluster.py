@@ -237,7 +237,7 @@ def run_items(items: Sequence[Item], *, factory: Callable[[], Callable[[Item, bo
 
     ``factory`` runs once in each actor and returns ``task(item, retry) -> result``; ``retry`` is true when
     an earlier attempt's process died. ``lost(item, message)`` is the result of an item whose process died
-    more than ``cfg.retries`` times; ``clean(item)`` removes what a dead attempt may have left (it runs on
+    more than ``cfg.retries`` times, or whose task raised something unexpected (a bug: not retried); ``clean(item)`` removes what a dead attempt may have left (it runs on
     the driver before every retry, and for the items in flight when the run is stopped).
     """
     with _signals_deferred() as check_signals, connected(cfg) as ray:  # a Ctrl-C while connecting counts too
@@ -326,6 +326,10 @@ class _Pool:
                     done += 1
                     yield result
                 continue
+            except self.ray.exceptions.RayTaskError as error:  # a bug met on this input: its error, no retry
+                cause = error.cause if getattr(error, "cause", None) is not None else error
+                kind, value = "done", self.lost(self.items[index], f"unexpected error in the Ray worker: "
+                                                                   f"{type(cause).__name__}: {cause}".splitlines()[0])
             del self.calls[call]
             self.queues[actor_id].remove(call)
             if kind == "failed":  # the models could not be loaded: the whole run fails

@@ -198,6 +198,25 @@ def test_ctrl_c_on_the_driver_cancels_the_tasks_and_leaves_nothing_partial(tmp_p
     assert len(finished) < 4 and visible == [k.replace(".mp4", "_anonymized.mp4") for k in finished]
 
 
+def test_an_unexpected_error_in_a_task_is_that_items_result_not_retried(ray_address):
+    from styleface_cli import cluster
+
+    calls = []
+
+    def factory():  # pickled by value (a closure), built in each actor
+        def task(item, retry):
+            if item == 2:
+                raise ValueError("boom")
+            return item * 10
+
+        return task
+
+    results = dict(cluster.run_items([1, 2, 3], factory=factory, cfg=cluster.RayConfig(address="local"),
+                                     lost=lambda item, message: message, clean=calls.append))
+    assert results == {1: 10, 2: "unexpected error in the Ray worker: ValueError: boom", 3: 30}
+    assert calls == []  # nothing died: nothing to clean, nothing retried
+
+
 def test_ray_without_ray_installed_says_how_to_install_it(tmp_path, monkeypatch):
     face_photo(tmp_path / "a.png", which=0, seed=0)
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed

@@ -128,7 +128,6 @@ def register(app: typer.Typer) -> None:
 
             if workers != 1:
                 raise ConfigError("give either --workers or --ray (with --ray, --ray-cpus/--ray-gpus size the actors)")
-
             ray_config = build_ray_config(address=ray, cpus=ray_cpus, gpus=ray_gpus, retries=ray_retries)
         config = build_prepare_config(src_dir=src_dir, out_dir=out_dir, resolution=resolution, workers=workers,
                                       identity_from_name=identity_from_name, video_every=video_every,
