@@ -9,12 +9,14 @@ is a real subprocess that joins it by address.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -87,6 +89,13 @@ def test_ray_run_gives_the_outputs_and_report_of_a_local_run(tmp_path, ray_addre
     (data / "clips").mkdir()
     media.make_video(data / "clips" / "clip.mp4", width=64, height=48, frames=6)
     (data / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    face_photo(tmp_path / "member.png", which=1, seed=7)
+    with tarfile.open(data / "shard-000000.tar", "w") as tar:  # a WebDataset shard: a photo and its label
+        tar.add(tmp_path / "member.png", arcname="sample0.png")
+        label = json.dumps({"id": 0}).encode()
+        info = tarfile.TarInfo("sample0.json")
+        info.size = len(label)
+        tar.addfile(info, io.BytesIO(label))
     runs = {}
     for name, extra in (("local", ("--jobs", "1")), ("ray", ("--ray", "local", "--ray-cpus", "1"))):
         out, report = tmp_path / f"out-{name}", tmp_path / f"{name}.jsonl"
@@ -98,7 +107,8 @@ def test_ray_run_gives_the_outputs_and_report_of_a_local_run(tmp_path, ray_addre
         runs[name] = {r["key"]: r for r in printed}
         assert not hidden_files(out)
     local, remote = runs["local"], runs["ray"]
-    assert sorted(remote) == sorted(local) == ["clips/clip.mp4", "corrupt.png", "face0.png", "face1.png", "face2.png"]
+    assert sorted(remote) == sorted(local) == ["clips/clip.mp4", "corrupt.png", "face0.png", "face1.png", "face2.png",
+                                               "shard-000000.tar"]
     for key in local:
         assert {f: remote[key][f] for f in COMPARED} == {f: local[key][f] for f in COMPARED}, key
     assert remote["corrupt.png"]["status"] == "error" and remote["corrupt.png"]["exit_code"] == ExitCode.INPUT
@@ -108,6 +118,9 @@ def test_ray_run_gives_the_outputs_and_report_of_a_local_run(tmp_path, ray_addre
         ours, theirs = pixels(tmp_path / "out-ray" / name), pixels(tmp_path / "out-local" / name)
         assert len(ours) == len(theirs) >= 1
         assert all(np.array_equal(a, b) for a, b in zip(ours, theirs))  # pixel-identical blur
+    shard = "shard-000000.tar"  # same members, same bytes (PNG is deterministic, headers are copied)
+    assert remote[shard]["members"] == 2 and remote[shard]["faces"] >= 1
+    assert (tmp_path / "out-ray" / shard).read_bytes() == (tmp_path / "out-local" / shard).read_bytes()
 
 
 def test_a_killed_worker_is_retried_and_the_input_completes(tmp_path, ray_address, monkeypatch):
