@@ -10,12 +10,17 @@ H.264. Each tool then hides every face with a blur:
 - ``deface``: the ``deface`` CLI called once per file, as a shell loop over a dataset would
   (``for f in photos/*; do deface "$f" -o ...; done``).
 
+With ``--ray`` two more rows per set measure the cost of ``--ray`` on this one machine: ``styleface --ray
+ADDRESS`` against a Ray instance already running here (started once by the benchmark with as many CPUs as
+the machine has, as a cluster would be; ``--ray-cpus 1``, so one actor per core, like ``--jobs`` per core)
+and ``--ray local``, which also pays for starting and stopping Ray inside the command.
+
 Reported per set: files per second, video frames per second (clips), wall seconds and the peak resident
 memory of the whole process tree (sampled every 50 ms from /proc, workers included). The target on a
 2-core machine: ``--jobs 2`` at least 1.5x ``--jobs 1`` on photos, and ``--jobs 1`` at least 10x deface's
 files per second on photos.
 
-Run:  .venv/bin/python benchmarks/bench_dataset.py [--small] [--photos 200] [--clips 20] [--skip-deface] [--json]
+Run:  .venv/bin/python benchmarks/bench_dataset.py [--small] [--photos 200] [--clips 20] [--skip-deface] [--ray] [--json]
 ``--small`` (20 photos, 4 one-second clips) proves the script works in about a minute.
 Prints a Markdown table for the README.
 """
@@ -23,6 +28,7 @@ Prints a Markdown table for the README.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -141,13 +147,14 @@ def _tree_rss_mb(root: int) -> float:
     return total / 2**20
 
 
-def measured(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Run ``command``; (wall seconds, peak resident MiB of its process tree). Fails loudly."""
+def measured(command: list[str], env: dict[str, str] | None = None, also: int | None = None) -> tuple[float, float]:
+    """Run ``command``; (wall seconds, peak resident MiB of its process tree, plus the tree of process
+    ``also``, e.g. a Ray instance the command uses). Fails loudly."""
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0.0
     while process.poll() is None:
-        peak = max(peak, _tree_rss_mb(process.pid))
+        peak = max(peak, _tree_rss_mb(process.pid) + (_tree_rss_mb(also) if also is not None else 0.0))
         time.sleep(0.05)
     seconds = time.perf_counter() - started
     stderr = process.stderr.read().decode(errors="replace")
@@ -156,10 +163,32 @@ def measured(command: list[str], env: dict[str, str] | None = None) -> tuple[flo
     return seconds, peak
 
 
-def styleface(folder: Path, out: Path, jobs: int) -> tuple[float, float]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def styleface(folder: Path, out: Path, jobs: int, *extra: str, also: int | None = None,
+              env_extra: dict[str, str] | None = None) -> tuple[float, float]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **(env_extra or {}))
     return measured([sys.executable, "-m", "styleface_cli.cli.app", "anonymize", str(folder), "--output-dir", str(out),
-                     "--method", "blur", "--jobs", str(jobs), "--quiet"], env)
+                     "--method", "blur", "--jobs", str(jobs), "--quiet", *extra], env, also)
+
+
+class RayHead:
+    """A Ray instance on this machine for the ``--ray`` rows, kept by a small Python process (stopped at the end)."""
+
+    def __enter__(self) -> "RayHead":
+        script = ("import os, ray, sys; ray.init(include_dashboard=False); "
+                  "print(ray.get_runtime_context().gcs_address, os.environ.get('RAY_AUTH_MODE', ''), flush=True); "
+                  "sys.stdin.read()")
+        self.process = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, text=True)
+        self.address, _, auth_mode = self.process.stdout.readline().strip().partition(" ")
+        if not self.address:
+            raise RuntimeError("the Ray instance did not start")
+        # a driver joining by address must use the instance's authentication mode (token by default)
+        self.env = {"RAY_AUTH_MODE": auth_mode} if auth_mode else {}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.process.stdin.close()  # ray.shutdown() runs as the script ends
+        self.process.wait(timeout=60)
 
 
 def deface_loop(files: list[Path], out: Path) -> tuple[float, float]:
@@ -183,6 +212,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=20)
     parser.add_argument("--clip-seconds", type=float, default=2.0)
     parser.add_argument("--skip-deface", action="store_true")
+    parser.add_argument("--ray", action="store_true", help="add --ray rows (a running local Ray, and --ray local)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     args = parser.parse_args()
     if args.small:
@@ -191,8 +221,9 @@ def main() -> None:
         raise SystemExit(f"deface is not installed at {DEFACE} (or pass --skip-deface)")
 
     rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-dataset-") as work:
+    with tempfile.TemporaryDirectory(prefix="bench-dataset-") as work, contextlib.ExitStack() as stack:
         work = Path(work)
+        head = stack.enter_context(RayHead()) if args.ray else None
         photos = make_photos(args.photos, work / "photos")
         clips, clip_frames = make_clips(args.clips, work / "clips", args.clip_seconds)
         sets = [("photos", work / "photos", photos, len(photos)), ("clips", work / "clips", clips, clip_frames)]
@@ -201,6 +232,13 @@ def main() -> None:
                 seconds, peak = styleface(folder, work / f"out-{name}-{jobs}", jobs)
                 rows.append({"set": name, "tool": f"styleface --jobs {jobs}", "files": len(files), "frames": frames,
                              "seconds": seconds, "peak_mib": peak})
+            if head is not None:
+                for tool, address, pid, env in (("styleface --ray (running Ray)", head.address, head.process.pid, head.env),
+                                                ("styleface --ray local", "local", None, {})):
+                    seconds, peak = styleface(folder, work / f"out-{name}-ray-{address.replace(':', '-')}", 1, "--ray",
+                                              address, also=pid, env_extra=env)
+                    rows.append({"set": name, "tool": tool, "files": len(files), "frames": frames,
+                                 "seconds": seconds, "peak_mib": peak})
             if not args.skip_deface:
                 seconds, peak = deface_loop(files, work / f"out-{name}-deface")
                 rows.append({"set": name, "tool": "deface (once per file)", "files": len(files), "frames": frames,
@@ -223,6 +261,9 @@ def main() -> None:
         one, two = by_tool.get("styleface --jobs 1"), by_tool.get("styleface --jobs 2")
         deface = by_tool.get("deface (once per file)")
         line = f"\n{name}: --jobs 2 / --jobs 1 = {two / one:.2f}x"
+        for tool in ("styleface --ray (running Ray)", "styleface --ray local"):
+            if tool in by_tool:
+                line += f"; {tool.removeprefix('styleface ')} / --jobs 2 = {by_tool[tool] / two:.2f}x"
         if deface:
             line += f"; --jobs 1 / deface = {one / deface:.1f}x; --jobs 2 / deface = {two / deface:.1f}x"
         print(line)

@@ -55,6 +55,8 @@ from styleface_cli.tools import Tools, prepare_tools
 from styleface_cli.video.media import check_output_holds
 
 OnFrame = Callable[[FrameFaces], None]
+# Runs the inputs still to do somewhere else (``--ray``): (todo, *, cfg, info, overwrite, progress) -> records
+Runner = Callable[..., Iterator[dict[str, Any]]]
 
 
 class Progress(Protocol):
@@ -187,11 +189,12 @@ def triage(jobs: Sequence[Job], info: RunInfo, *, resume: bool,
 
 def execute(jobs: Sequence[Job], *, cfg: AnonymizeConfig, overwrite: bool = False, resume: bool = False,
             report: Path | None = None, workers: int = 1, dry_run: bool = False, progress: Progress | None = None,
-            anonymizer: Anonymizer | None = None) -> Iterator[dict[str, Any]]:
+            anonymizer: Anonymizer | None = None, runner: Runner | None = None) -> Iterator[dict[str, Any]]:
     """Run ``jobs``: skipped ones first (``--resume``), then the rest, records in completion order.
 
     Every finished record is appended to ``report`` before it is yielded. With ``workers`` > 1 the
-    inputs run in that many worker processes, each holding one ``Anonymizer``.
+    inputs run in that many worker processes, each holding one ``Anonymizer``; a ``runner`` (for example
+    ``cluster.anonymize_runner``, ``--ray``) runs them elsewhere instead.
     """
     info = anonymizer.info if anonymizer is not None else RunInfo.of(cfg)
     log = ReportLog(report) if report is not None else None
@@ -208,7 +211,9 @@ def execute(jobs: Sequence[Job], *, cfg: AnonymizeConfig, overwrite: bool = Fals
     if not todo:
         return
     replace = overwrite or resume  # --resume redoes outputs it found incomplete or stale
-    if workers > 1 and len(todo) > 1:
+    if runner is not None:
+        records = runner(todo, cfg=cfg, info=info, overwrite=replace, progress=progress)
+    elif workers > 1 and len(todo) > 1:
         from styleface_cli.workers import run_in_workers
 
         records = run_in_workers(todo, cfg=cfg, info=info, overwrite=replace, workers=workers, progress=progress)

@@ -126,6 +126,13 @@ def stale_partials(path: Path, refresh: bool = False) -> list[Path]:
             if not _alive(int(_PARTIAL.match(name)["pid"])) and path.with_name(name).exists()]
 
 
+def partials(path: Path) -> list[Path]:
+    """Every temporary of ``path``, whichever process (on whichever machine) wrote it; the folder is listed
+    afresh. For a caller that knows no live process writes ``path`` (``--ray``: after its writer died)."""
+    path = Path(path)
+    return [path.with_name(name) for name in _partials_in(path.parent, True).get((path.stem, path.suffix), [])]
+
+
 def remove_stale_partials(path: Path, refresh: bool = False) -> int:
     """Delete ``stale_partials(path)``; how many were removed."""
     removed = 0

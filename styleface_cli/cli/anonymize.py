@@ -81,6 +81,11 @@ Shard = Annotated[Optional[str], typer.Option("--shard", help="K/N: only the inp
 Jobs = Annotated[int, typer.Option("--jobs", "-j", help="Inputs processed at once, in worker processes.", rich_help_panel=_DATA)]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="List each input, its output or why it is skipped; process nothing.", rich_help_panel=_DATA)]
 MaxPixels = Annotated[int, typer.Option("--max-pixels", help="Refuse pictures and video frames above this many pixels (decompression bombs); 0 = no limit.", rich_help_panel=_OUT)]
+_RAY = "Ray cluster"
+RayAddress = Annotated[Optional[str], typer.Option("--ray", metavar="ADDRESS", help="Run the inputs on a Ray cluster: local (a Ray started here), auto (the cluster this machine belongs to), ray://HOST:PORT or HOST:PORT (needs the ray extra).", rich_help_panel=_RAY)]
+RayCpus = Annotated[float, typer.Option("--ray-cpus", help="CPUs each Ray actor reserves (fractions allowed).", rich_help_panel=_RAY)]
+RayGpus = Annotated[float, typer.Option("--ray-gpus", help="GPUs each Ray actor reserves (0.25: four actors share a GPU).", rich_help_panel=_RAY)]
+RayRetries = Annotated[int, typer.Option("--ray-retries", help="Retries of an input whose worker process or node died.", rich_help_panel=_RAY)]
 
 
 def parse_rotations(text: str) -> tuple[int, ...]:
@@ -236,7 +241,8 @@ def report_records(records: Iterable[dict[str, Any]], reporter: Reporter, *, dry
 
 
 def run_dataset(jobs: list[Job], *, cfg: AnonymizeConfig, reporter: Reporter, overwrite: bool, resume: bool = False,
-                report: Path | None = None, workers: int = 1, dry_run: bool = False) -> int:
+                report: Path | None = None, workers: int = 1, dry_run: bool = False,
+                runner: api.Runner | None = None) -> int:
     """Run (or list) every job through the API, with one progress display; the command's exit code."""
     if workers < 1:
         raise ConfigError(f"--jobs must be at least 1; got {workers}")
@@ -246,8 +252,19 @@ def run_dataset(jobs: list[Job], *, cfg: AnonymizeConfig, reporter: Reporter, ov
         reporter.info(f"method: {cfg.method_reason}")
     with DatasetProgress(len(jobs), reporter.shows_progress and not dry_run, frames_of=expected_frames) as progress:
         records = api.execute(jobs, cfg=cfg, overwrite=overwrite, resume=resume, report=report, workers=workers,
-                              dry_run=dry_run, progress=progress)
+                              dry_run=dry_run, progress=progress, runner=runner)
         return report_records(records, reporter, dry_run=dry_run)
+
+
+def ray_runner(address: str | None, *, cpus: float, gpus: float, retries: int, jobs: int = 1) -> api.Runner | None:
+    """``--ray ADDRESS`` and its options -> the runner that sends inputs to Ray actors (None without --ray)."""
+    if address is None:
+        return None
+    if jobs != 1:
+        raise ConfigError("give either --jobs or --ray (with --ray, --ray-cpus/--ray-gpus size the actors)")
+    from styleface_cli import cluster
+
+    return cluster.anonymize_runner(cluster.build_ray_config(address=address, cpus=cpus, gpus=gpus, retries=retries))
 
 
 def input_specs(inputs: list[str], files_from: Path | None, null: bool) -> tuple[list[str], list[str]]:
@@ -288,6 +305,7 @@ def register(app: typer.Typer) -> None:
         export_tracks: ExportTracks = None, json_output: Json = False, quiet: Quiet = False,
         files_from: FilesFrom = None, null: Null = False, root: Root = None, report: Report = None,
         resume: Resume = False, shard: Shard = None, jobs: Jobs = 1, dry_run: DryRun = False,
+        ray: RayAddress = None, ray_cpus: RayCpus = 1.0, ray_gpus: RayGpus = 0.0, ray_retries: RayRetries = 2,
         method: Method = "auto", mask_scale: MaskScale = ObfuscateConfig.mask_scale,
         feather: Feather = ObfuscateConfig.feather, strength: Strength = ObfuscateConfig.strength,
         keep_face: Annotated[list[Path], typer.Option("--keep-face", help="Leave the person in this photo untouched (repeatable).", rich_help_panel=_HIDE)] = [],
@@ -312,12 +330,13 @@ def register(app: typer.Typer) -> None:
             seed=seed, min_identity_distance=min_identity_distance, identity_strength=identity_strength, mix=mix,
             batch_size=batch_size, device=device, kernels=kernels, select=select, codec=codec, crf=crf,
             preset=preset, encoder_option=encoder_option, no_audio=no_audio, export_tracks=export_tracks, max_pixels=max_pixels)
+        runner = ray_runner(ray, cpus=ray_cpus, gpus=ray_gpus, retries=ray_retries, jobs=jobs)
         specs, listed = input_specs(inputs or [], files_from, null)
         planned = plan_jobs(specs, output=output, output_dir=output_dir, listed=listed, root=root,
                             shard=parse_shard(shard))
         reporter = Reporter(quiet=quiet, json_output=json_output)
         code = run_dataset(planned, cfg=cfg, reporter=reporter, overwrite=overwrite, resume=resume, report=report,
-                           workers=jobs, dry_run=dry_run)
+                           workers=jobs, dry_run=dry_run, runner=runner)
         raise typer.Exit(code)
 
     @app.command(no_args_is_help=True)

@@ -22,14 +22,17 @@ from typing import TYPE_CHECKING, Annotated, Callable, Iterator, Optional
 
 import typer
 
+from styleface_cli.cli.anonymize import RayAddress, RayCpus, RayGpus, RayRetries, Shard
 from styleface_cli.cli.model import new_model_config
 from styleface_cli.config import DetectConfig
 from styleface_cli.console import Reporter, stderr
 from styleface_cli.errors import ConfigError
+from styleface_cli.inputs import parse_shard
 from styleface_cli.train import LossWeights, TrainConfig
 from styleface_cli.train.prepare import PrepareConfig, prepare_data
 
 if TYPE_CHECKING:
+    from styleface_cli.cluster import RayConfig
     from styleface_cli.model import StyleFaceConfig
 
 _DATA = "Data"
@@ -42,7 +45,8 @@ _OUT = "Output"
 
 def build_prepare_config(*, src_dir: Path, out_dir: Path, resolution: int, workers: int, identity_from_name: str | None,
                          video_every: int, min_face: int, similar_face_ratio: float, detector: str,
-                         detector_model: Path | None, threshold: float) -> PrepareConfig:
+                         detector_model: Path | None, threshold: float, shard: str | None = None,
+                         ray: RayConfig | None = None) -> PrepareConfig:
     """The one place where prepare-data's command-line values become its frozen config."""
     if not 0.0 < similar_face_ratio <= 1.0:
         raise ConfigError(f"--similar-face-ratio must be in (0, 1], got {similar_face_ratio}")
@@ -51,7 +55,8 @@ def build_prepare_config(*, src_dir: Path, out_dir: Path, resolution: int, worke
     return PrepareConfig(src_dir=src_dir, out_dir=out_dir, resolution=resolution, workers=workers,
                          identity_from_name=identity_from_name, video_every=video_every, min_face=min_face,
                          similar_face_ratio=similar_face_ratio,
-                         detect=DetectConfig(backend=detector, model_path=detector_model, threshold=threshold))
+                         detect=DetectConfig(backend=detector, model_path=detector_model, threshold=threshold),
+                         shard=parse_shard(shard), ray=ray)
 
 
 def build_train_config(*, data_dir: Path, out: Path, model_config: StyleFaceConfig, **options) -> TrainConfig:
@@ -113,12 +118,22 @@ def register(app: typer.Typer) -> None:
         threshold: Annotated[float, typer.Option("--threshold", help="Detection score threshold.")] = PrepareConfig.detect.threshold,
         json_output: Annotated[bool, typer.Option("--json", help="A JSON summary on stdout.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or messages on stderr.")] = False,
+        shard: Shard = None, ray: RayAddress = None, ray_cpus: RayCpus = 1.0, ray_gpus: RayGpus = 0.0,
+        ray_retries: RayRetries = 2,
     ) -> None:
         """Detect, align (FFHQ-style at --resolution, arcface at 112) and index faces for training."""
+        ray_config = None
+        if ray is not None:
+            from styleface_cli.cluster import build_ray_config
+
+            if workers != 1:
+                raise ConfigError("give either --workers or --ray (with --ray, --ray-cpus/--ray-gpus size the actors)")
+            ray_config = build_ray_config(address=ray, cpus=ray_cpus, gpus=ray_gpus, retries=ray_retries)
         config = build_prepare_config(src_dir=src_dir, out_dir=out_dir, resolution=resolution, workers=workers,
                                       identity_from_name=identity_from_name, video_every=video_every,
                                       min_face=min_face, similar_face_ratio=similar_face_ratio, detector=detector,
-                                      detector_model=detector_model, threshold=threshold)
+                                      detector_model=detector_model, threshold=threshold, shard=shard,
+                                      ray=ray_config)
         reporter = Reporter(quiet=quiet, json_output=json_output)
         with _progress(not quiet and stderr.is_terminal, "Preparing") as update:
             summary = prepare_data(config=config, on_progress=update)
