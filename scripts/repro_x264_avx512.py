@@ -33,7 +33,8 @@ def make_clip(path: Path, width: int = 96, height: int = 64, frames: int = 60) -
         x = np.arange(width)[None, :]
         y = np.arange(height)[:, None]
         for i in range(frames):
-            rgb = np.stack(np.broadcast_arrays((x + i) * 255 // width, y * 255 // height, np.full_like(x, i * 9 % 256)), -1)
+            channels = np.broadcast_arrays((x + i) * 255 // width, y * 255 // height, np.full_like(x, i * 9 % 256))
+            rgb = np.stack(channels, -1)
             container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb.astype(np.uint8), format="rgb24")))
         container.mux(stream.encode(None))
 

@@ -88,4 +88,5 @@ def test_the_same_clip_through_the_pipeline_five_times_gives_the_same_pixels(tmp
         runs.append(frame_hashes(output))
     assert len(runs[0]) == 30
     for run, hashes in enumerate(runs[1:], 1):
-        assert hashes == runs[0], f"run {run}: frames {[i for i, (a, b) in enumerate(zip(hashes, runs[0])) if a != b]} differ"
+        differ = [i for i, (a, b) in enumerate(zip(hashes, runs[0])) if a != b]
+        assert hashes == runs[0], f"run {run}: frames {differ} differ from run 0"
