@@ -27,6 +27,7 @@ from styleface_cli.errors import ConfigError, InputError, OutputError
 from styleface_cli.records import Frame, VideoInfo
 from styleface_cli.atomic import atomic_output
 from styleface_cli.video.decode import ffmpeg_reason
+from styleface_cli.video.x264_cpu import deterministic_x264_asm
 
 # x264's preset names, fastest first; other encoders get the matching step of their own scale.
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
@@ -78,13 +79,16 @@ def resolve_codec(codec: str, suffix: str) -> str:
     return "libvpx-vp9" if suffix.lower() == ".webm" else "libx264"
 
 
-def build_encoder_options(cfg: EncodeConfig, info: VideoInfo, suffix: str = ".mp4") -> dict[str, str]:
+def build_encoder_options(cfg: EncodeConfig, info: VideoInfo, suffix: str = ".mp4",
+                          x264_asm: int | None = None) -> dict[str, str]:
     """Encoder options for ``cfg.codec`` (``auto`` resolved for ``suffix``): quality and speed in each
     encoder's own terms.
 
     ``cfg.crf`` is on x264's scale (0-51, lower is better) and ``cfg.preset`` is an x264 preset
     name; both are translated for the other encoders. ``cfg.encoder_options`` override the result.
-    ``info`` is the input's description (the options do not depend on it today).
+    ``info`` is the input's description (the options do not depend on it today). ``x264_asm`` (x264's
+    CPU mask, from ``x264_cpu.deterministic_x264_asm``) goes first into x264's ``x264-params``, so a
+    user's own ``x264-params`` still win: x264 without AVX-512 gives the same bitstream every time.
     """
     del info  # kept in the signature: options that depend on the input belong here
     codec, crf = resolve_codec(cfg.codec, suffix), cfg.crf
@@ -117,7 +121,11 @@ def build_encoder_options(cfg: EncodeConfig, info: VideoInfo, suffix: str = ".mp
             options["preset"] = _NVENC_PRESET[rank]
     else:
         options = {}  # the encoder's own defaults
-    options.update(dict(cfg.encoder_options))
+    user = dict(cfg.encoder_options)
+    if x264_asm is not None and codec in ("libx264", "libx264rgb"):
+        params = [f"asm={x264_asm}"] + ([user.pop("x264-params")] if user.get("x264-params") else [])
+        options["x264-params"] = ":".join(params)  # x264 applies them in order: the user's come last
+    options.update(user)
     return options
 
 
@@ -319,7 +327,7 @@ class VideoWriter:
 
     def _add_video_stream(self) -> av.VideoStream:
         s, cfg = self.settings, self.cfg
-        options = build_encoder_options(cfg, self.info, self._suffix)
+        options = build_encoder_options(cfg, self.info, self._suffix, x264_asm=deterministic_x264_asm())
         try:
             stream = self._container.add_stream(s.codec, rate=s.frame_rate, options=options)
         except ValueError as error:  # unknown encoder, or one this container cannot hold
