@@ -48,8 +48,11 @@ class ScheduleCheck:
 
 
 def fixed_detections(frames, cfg: DetectConfig = DetectConfig(schedule="fixed")) -> list[list[Detection]]:
+    """What the detector finds in each frame, given the frame as the pipeline gives it (the decoder's planes,
+    scaled to the detection size in one pass): an RGB copy resampled another way moves scores near the
+    threshold across it, and those detections would differ from the run's."""
     detector = create_detector(cfg)
-    return [detector.detect(frame.image) for frame in frames]
+    return [detector.detect(frame) for frame in frames]
 
 
 def recorded_regions(clip: Path, work: Path, *extra: str):
@@ -67,7 +70,8 @@ def visible(frames, detections: list[list[Detection]], listed) -> list[str]:
     """Each detection that the listed regions leave visible, as 'frame N: face [x0, y0, x1, y1] (h px)'."""
     found = []
     for frame, dets in zip(frames, detections):
-        covered = covered_mask(*frame.image.shape[:2], listed.faces(frame.index).regions, MASK_SCALE)
+        width, height = frame.size
+        covered = covered_mask(height, width, listed.faces(frame.index).regions, MASK_SCALE)
         for det in dets:
             landmarks = det.landmarks if det.landmarks is not None else np.zeros((0, 2), np.float32)
             if uncovered(det.box, landmarks, covered):
