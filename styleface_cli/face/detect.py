@@ -221,6 +221,11 @@ def _session(model: bytes | str, threads: int):
     options.log_severity_level = 3
     # Threads that wait by spinning burn the core the decoder and encoder threads need.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # A memory pattern books one block per input size for all of a call's tensors, and the arena keeps
+    # every block it ever made. With small videos' two detection sizes (DetectionPlan) that held 33 MB
+    # more at 480x360 than tensors allocated one by one from the same arena, for the same CPU time; at
+    # 720p (one size) it saves 10 MB for about 3% more CPU (measured here, 3 runs each).
+    options.enable_mem_pattern = False
     try:
         return onnxruntime.InferenceSession(model, sess_options=options, providers=providers)
     except Exception as error:  # onnxruntime raises its own untyped errors for bad files
