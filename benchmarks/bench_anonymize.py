@@ -1,6 +1,7 @@
 """Speed and memory of ``styleface anonymize`` against deface and against the decode+encode floor.
 
-For each clip (the 720p fixture and a 1080p upscale of it that this script makes), in one run:
+For each clip, in one run: hamilton_clip (640x360) as it is and scaled to 480x360 (small videos, where
+the adaptive detection schedule works), the 720p fixture, and a 1080p upscale of it that this script makes:
 - ``floor``: a pure PyAV decode + H.264 encode of the clip with styleface's encoder settings (frames go
   straight from decoder to encoder, which chooses its own frame types as FFmpeg's command line does), and
   the same with a round trip through RGB arrays, which a pipeline that edits RGB pixels would add;
@@ -10,7 +11,7 @@ each as a separate process, timed on the wall clock and with its peak resident m
 styleface run ``--repeats`` times (default 3), interleaved, and the median counts: this machine's speed
 drifts by 10-20% between minutes, which a single run would put into the ratios.
 
-Run:  .venv/bin/python benchmarks/bench_anonymize.py [--clip PATH] [--skip-deface] [--json]
+Run:  .venv/bin/python benchmarks/bench_anonymize.py [--clip PATH] [--no-small] [--no-1080p] [--skip-deface] [--json]
 Prints a Markdown table (fps, ratios, peak memory) for the README.
 """
 
@@ -27,7 +28,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT.parent / "shared" / "fixtures" / "videos" / "talking_720p.mp4"
+VIDEOS = ROOT.parent / "shared" / "fixtures" / "videos"
+FIXTURE = VIDEOS / "talking_720p.mp4"
+SMALL_FIXTURE = VIDEOS / "hamilton_clip.mp4"  # 640x360; also scaled to 480x360 here
 BIN = Path(sys.executable).parent
 FLOOR = "floor: PyAV decode + encode"
 
@@ -84,10 +87,11 @@ def frame_count(path: Path) -> int:
         return sum(1 for _ in container.demux(video=0) if _.size)
 
 
-def make_1080p(src: Path, dst: Path) -> None:
+def make_scaled(src: Path, dst: Path, width: int, height: int) -> None:
+    """``src`` resized to ``width x height`` (Lanczos), near-lossless H.264, audio copied."""
     import imageio_ffmpeg
 
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(src), "-vf", "scale=1920:1080:flags=lanczos",
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(src), "-vf", f"scale={width}:{height}:flags=lanczos",
                     "-c:v", "libx264", "-crf", "16", "-preset", "fast", "-c:a", "copy", str(dst)], check=True)
 
 
@@ -120,6 +124,7 @@ def bench_clip(clip: Path, work: Path, skip_deface: bool, repeats: int) -> dict:
     fps = {name: row["fps"] for name, row in rows.items()}
     if "deface" in fps:
         result["speedup_vs_deface"] = round(fps["styleface anonymize"] / fps["deface"], 2)
+        result["peak_mb_over_deface"] = rows["styleface anonymize"]["peak_mb"] - rows["deface"]["peak_mb"]
     result["fraction_of_floor"] = round(fps["styleface anonymize"] / fps[FLOOR], 2)
     result["fraction_of_rgb_floor"] = round(fps["styleface anonymize"] / fps["floor + RGB round trip"], 2)
     return result
@@ -130,6 +135,7 @@ def main() -> None:
     parser.add_argument("--clip", type=Path, default=FIXTURE)
     parser.add_argument("--skip-deface", action="store_true")
     parser.add_argument("--no-1080p", action="store_true")
+    parser.add_argument("--no-small", action="store_true", help="skip the 480x360 and 640x360 rows (hamilton_clip)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of the floors and of styleface (median counts)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -137,10 +143,17 @@ def main() -> None:
         sys.exit(f"clip not found: {args.clip} (the fixtures live in ../shared/fixtures)")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        clips = [args.clip]
+        clips = []
+        if not args.no_small:
+            if not SMALL_FIXTURE.is_file():
+                sys.exit(f"clip not found: {SMALL_FIXTURE} (or pass --no-small)")
+            small = work / f"{SMALL_FIXTURE.stem}_480x360.mp4"
+            make_scaled(SMALL_FIXTURE, small, 480, 360)
+            clips += [small, SMALL_FIXTURE]
+        clips.append(args.clip)
         if not args.no_1080p:
             big = work / f"{args.clip.stem}_1080p.mp4"
-            make_1080p(args.clip, big)
+            make_scaled(args.clip, big, 1920, 1080)
             clips.append(big)
         results = [bench_clip(clip, work, args.skip_deface, max(args.repeats, 1)) for clip in clips]
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
@@ -154,7 +167,9 @@ def main() -> None:
         for name, row in result["rows"].items():
             spread = "-".join(str(v) for v in row["fps_range"])
             print(f"| {result['clip']} | {result['frames']} | {name} | {row['fps']} | {spread} | {row['peak_mb']} |")
-        extra = (f"styleface/deface = {result.get('speedup_vs_deface', 'n/a')}x, styleface/floor = {result['fraction_of_floor']}, "
+        versus_deface = (f"styleface/deface = {result['speedup_vs_deface']}x, peak {result['peak_mb_over_deface']:+} MB vs deface, "
+                         if "speedup_vs_deface" in result else "")
+        extra = (f"{versus_deface}styleface/floor = {result['fraction_of_floor']}, "
                  f"styleface/(floor + RGB) = {result['fraction_of_rgb_floor']}")
         print(f"| {result['clip']} | | ratios | {extra} | | |")
 

@@ -30,6 +30,11 @@ class DetectConfig:
     threads: int = 0  # onnxruntime intra-op threads per call; 0 = 1 on a CPU (see workers), the default on a GPU
     workers: int = 0  # detector calls in flight at once; 0 = one per CPU core (at most 4) on a CPU, 1 on a GPU
     batch_size: int = 0  # frames per detector call; 0 = 8 on a GPU, 1 on a CPU
+    # "auto": a frame smaller than max_size is detected at its own size in every frame and enlarged to
+    # max_size only in every `enlarged_every`-th frame (the tracker bridges; README, anonymize); "fixed":
+    # every frame at max_size. An explicit --det-size chooses "fixed".
+    schedule: str = "auto"
+    enlarged_every: int = 4
 
 
 @dataclasses.dataclass(frozen=True)

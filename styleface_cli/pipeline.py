@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol
 
 from styleface_cli.config import AnonymizeConfig
-from styleface_cli.face.detect import Detector
+from styleface_cli.face.detect import DetectionPlan, Detector, plan_detection
 from styleface_cli.face.scenecut import SAMPLE_SIZE, SceneCutDetector
 from styleface_cli.face.track import Tracker
 from styleface_cli.records import Detection, FaceRegion, Frame, FrameFaces
@@ -69,8 +69,9 @@ def run(*, source: Path, output: Path, cfg: AnonymizeConfig, tools: Tools, on_fr
             contextlib.ExitStack() as threads:  # closed first: stage threads stop before reader and writer
         log = TrackLog(media.info) if cfg.export_tracks is not None else None  # only kept when asked for
         frames = threads.enter_context(contextlib.closing(decode(media)))
+        plan = plan_detection(media.info.width, media.info.height, cfg.detect)
         detected = threads.enter_context(contextlib.closing(ahead(detect(
-            frames, tools.detector, upright_k=media.info.rotation // 90, batch_size=tools.detector.batch_size,
+            frames, tools.detector, plan, upright_k=media.info.rotation // 90, batch_size=tools.detector.batch_size,
             workers=tools.detector.workers), depth=16)))  # detection never waits on the tracker
         with_cuts = find_scene_cuts(detected, SceneCutDetector(cfg.track.scene_cut_threshold))
         tracked = threads.enter_context(contextlib.closing(ahead(track(with_cuts, Tracker(cfg.track)))))
@@ -116,14 +117,16 @@ def ahead(stream: Iterator, depth: int = 4) -> Iterator:
     return _threaded(stream, depth)
 
 
-def detect(frames: Iterator[Frame], detector: Detector, upright_k: int = 0, batch_size: int = 1,
+def detect(frames: Iterator[Frame], detector: Detector, plan: DetectionPlan, upright_k: int = 0, batch_size: int = 1,
            workers: int = 1) -> Iterator[tuple[Frame, list[Detection]]]:
-    """Each frame with the faces the detector finds in it, in order: ``batch_size`` frames per network
-    call, ``workers`` calls in flight at once (onnxruntime runs concurrent calls on their callers' threads)."""
+    """Each frame with the faces the detector finds in it at the size ``plan`` gives it, in order:
+    ``batch_size`` frames (of one detection size) per network call, ``workers`` calls in flight at once
+    (onnxruntime runs concurrent calls on their callers' threads)."""
     with concurrent.futures.ThreadPoolExecutor(max(workers, 1), thread_name_prefix="styleface-detect") as pool:
         pending: deque[tuple[list[Frame], concurrent.futures.Future]] = deque()
-        for batch in _batched(frames, batch_size):
-            pending.append((batch, pool.submit(detector.detect_batch, batch, upright_k)))
+        for batch in _batched(frames, batch_size, key=lambda frame: plan.size_for(frame.index)):
+            size = plan.size_for(batch[0].index)
+            pending.append((batch, pool.submit(detector.detect_batch, batch, upright_k, size)))
             if len(pending) > workers:
                 done, found = pending.popleft()
                 yield from zip(done, found.result())
@@ -182,9 +185,13 @@ def encode(stream: Stream, writer: Writer, depth: int = 4) -> None:
 # Helpers
 
 
-def _batched(items: Iterator, size: int) -> Iterator[list]:
+def _batched(items: Iterator, size: int, key: Callable | None = None) -> Iterator[list]:
+    """Lists of up to ``size`` consecutive items; with ``key``, all items of a list have one key."""
     batch: list = []
     for item in items:
+        if batch and key is not None and key(item) != key(batch[0]):
+            yield batch
+            batch = []
         batch.append(item)
         if len(batch) >= size:
             yield batch

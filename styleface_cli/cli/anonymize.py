@@ -53,7 +53,7 @@ Strength = Annotated[float, typer.Option("--strength", help="Above 1 blurs/pixel
 Detector = Annotated[str, typer.Option("--detector", help="centerface (bundled) | scrfd (needs --detector-model).", rich_help_panel=_DET)]
 DetectorModel = Annotated[Optional[Path], typer.Option("--detector-model", help="Local ONNX file for the detector.", rich_help_panel=_DET)]
 Threshold = Annotated[float, typer.Option("--threshold", help="Detection score threshold; lower finds more.", rich_help_panel=_DET)]
-DetSize = Annotated[int, typer.Option("--det-size", help="Longest side the detector sees, px (0 = as the frame is).", rich_help_panel=_DET)]
+DetSize = Annotated[Optional[int], typer.Option("--det-size", help="Longest side the detector sees in every frame, px (0 = as the frame is). Default: 640, small videos at their own size with every 4th frame enlarged to 640 (README).", show_default=False, rich_help_panel=_DET)]
 Rotations = Annotated[str, typer.Option("--rotations", help="Extra detection passes for sideways faces, e.g. 90,-90.", rich_help_panel=_DET)]
 MaxAge = Annotated[int, typer.Option("--max-age", help="Frames a lost face stays covered.", rich_help_panel=_TRK)]
 MinHits = Annotated[int, typer.Option("--min-hits", help="Detections before a track is confirmed.", rich_help_panel=_TRK)]
@@ -147,7 +147,7 @@ def build_config(
     detector: str = DetectConfig.backend,
     detector_model: Path | None = None,
     threshold: float = DetectConfig.threshold,
-    det_size: int = DetectConfig.max_size,
+    det_size: int | None = None,  # None: DetectConfig's adaptive schedule; a size: that size in every frame
     rotations: str = "",
     max_age: int = TrackConfig.max_age,
     min_hits: int = TrackConfig.min_hits,
@@ -180,7 +180,7 @@ def build_config(
         raise ConfigError(f"--mask-scale below 1.0 would leave parts of faces visible; got {mask_scale}")
     if not 0.0 < threshold < 1.0:
         raise ConfigError(f"--threshold must be between 0 and 1; got {threshold}")
-    if det_size < 0 or (0 < det_size < 64):
+    if det_size is not None and (det_size < 0 or 0 < det_size < 64):
         raise ConfigError(f"--det-size must be 0 (as the frame is) or at least 64; got {det_size}")
     if max_pixels < 0:
         raise ConfigError(f"--max-pixels must be 0 (no limit) or more; got {max_pixels}")
@@ -206,8 +206,9 @@ def build_config(
     return AnonymizeConfig(
         method=ran,
         method_reason=reason,
-        detect=DetectConfig(backend=detector, model_path=detector_model, threshold=threshold, max_size=det_size,
-                            rotations=parse_rotations(rotations)),
+        detect=DetectConfig(backend=detector, model_path=detector_model, threshold=threshold, rotations=parse_rotations(rotations),
+                            max_size=DetectConfig.max_size if det_size is None else det_size,
+                            schedule=DetectConfig.schedule if det_size is None else "fixed"),
         track=TrackConfig(max_age=max_age, min_hits=min_hits, backfill=backfill, scene_cut_threshold=scene_cut),
         encode=EncodeConfig(codec=codec, crf=crf, preset=preset,
                             encoder_options=parse_pairs(list(encoder_option), "--encoder-option"), keep_audio=not no_audio),
@@ -310,7 +311,7 @@ def register(app: typer.Typer) -> None:
         feather: Feather = ObfuscateConfig.feather, strength: Strength = ObfuscateConfig.strength,
         keep_face: Annotated[list[Path], typer.Option("--keep-face", help="Leave the person in this photo untouched (repeatable).", rich_help_panel=_HIDE)] = [],
         detector: Detector = DetectConfig.backend, detector_model: DetectorModel = None,
-        threshold: Threshold = DetectConfig.threshold, det_size: DetSize = DetectConfig.max_size, rotations: Rotations = "",
+        threshold: Threshold = DetectConfig.threshold, det_size: DetSize = None, rotations: Rotations = "",
         max_age: MaxAge = TrackConfig.max_age, min_hits: MinHits = TrackConfig.min_hits,
         backfill: Backfill = TrackConfig.backfill, scene_cut: SceneCut = TrackConfig.scene_cut_threshold,
         checkpoint: Checkpoint = None, seed: Seed = IdentityConfig.seed,
@@ -348,7 +349,7 @@ def register(app: typer.Typer) -> None:
         output: Output = None, output_dir: OutputDir = None, overwrite: Overwrite = False,
         export_tracks: ExportTracks = None, json_output: Json = False, quiet: Quiet = False,
         detector: Detector = DetectConfig.backend, detector_model: DetectorModel = None,
-        threshold: Threshold = DetectConfig.threshold, det_size: DetSize = DetectConfig.max_size, rotations: Rotations = "",
+        threshold: Threshold = DetectConfig.threshold, det_size: DetSize = None, rotations: Rotations = "",
         checkpoint: Checkpoint = None, identity_strength: IdentityStrength = IdentityConfig.strength, mix: Mix = "",
         batch_size: BatchSize = GenerateConfig.batch_size, device: Device = "auto", kernels: Kernels = None,
         codec: Codec = EncodeConfig.codec, crf: Crf = EncodeConfig.crf, preset: Preset = EncodeConfig.preset,

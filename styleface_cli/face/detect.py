@@ -32,9 +32,11 @@ MAX_UPSCALE = 2.0  # small videos are enlarged at most this much for detection
 class Detector(Protocol):
     """What the pipeline needs from a detector."""
 
-    def detect_batch(self, images: Sequence[np.ndarray | Frame], upright_k: int = 0) -> list[list[Detection]]:
+    def detect_batch(self, images: Sequence[np.ndarray | Frame], upright_k: int = 0,
+                     max_size: int | None = None) -> list[list[Detection]]:
         """Faces in each image ([H, W, 3] uint8 RGB, or a ``Frame``). ``upright_k``: quarter turns (counter-clockwise,
-        ``np.rot90`` convention) that make the image upright, from the video's display rotation."""
+        ``np.rot90`` convention) that make the image upright, from the video's display rotation. ``max_size``:
+        the detection size for these images (``DetectionPlan``), instead of the configured one."""
         ...
 
 
@@ -94,6 +96,40 @@ def detection_size(width: int, height: int, max_size: int, multiple: int = 32) -
             best = min(best, (area(fitted), -fitted))
     scale = -best[1]
     return (scale, *padded_size(*scaled_size(width, height, scale), multiple))
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionPlan:
+    """The detection size each frame of one video gets (``plan_detection``).
+
+    Every frame is detected with its longest side at ``every_frame`` px, except every ``stride``-th frame
+    (from the first), which is detected at ``enlarged`` px instead when that is set.
+    """
+
+    every_frame: int  # longest side, px, as DetectConfig.max_size (0 = as the frame is)
+    enlarged: int = 0  # longest side of the enlarged pass, px; 0 = no enlarged pass
+    stride: int = 1  # frames from one enlarged pass to the next
+
+    def size_for(self, index: int) -> int:
+        """Longest side (px) the detector sees for frame ``index``."""
+        return self.enlarged if self.enlarged and index % self.stride == 0 else self.every_frame
+
+
+def plan_detection(width: int, height: int, cfg: DetectConfig) -> DetectionPlan:
+    """Which detection size each frame of a ``width x height`` video gets.
+
+    Frames at least ``cfg.max_size`` px long are detected at ``max_size`` in every frame (shrunk, or as
+    they are). Smaller frames would be enlarged (``detection_size``), which costs up to 4x the pixels; with
+    the ``auto`` schedule they are detected as they are in every frame and enlarged only in every
+    ``enlarged_every``-th frame. Faces big enough for the native pass are found in every frame, as before;
+    the smaller faces that only the enlarged pass finds are found every few frames, and the tracker covers
+    the frames between (it carries a track ``max_age`` frames past its last detection and back-fills
+    ``backfill`` frames before its first). The README (anonymize) says what this trades.
+    """
+    scale = detection_size(width, height, cfg.max_size)[0]
+    if cfg.schedule == "fixed" or scale <= 1.0 or cfg.enlarged_every <= 1:
+        return DetectionPlan(cfg.max_size)
+    return DetectionPlan(every_frame=max(width, height), enlarged=cfg.max_size, stride=cfg.enlarged_every)
 
 
 def padded_size(width: int, height: int, multiple: int = 32) -> tuple[int, int]:
@@ -186,6 +222,11 @@ def _session(model: bytes | str, threads: int):
     options.log_severity_level = 3
     # Threads that wait by spinning burn the core the decoder and encoder threads need.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # A memory pattern books one block per input size for all of a call's tensors, and the arena keeps
+    # every block it ever made. With small videos' two detection sizes (DetectionPlan) that held 33 MB
+    # more at 480x360 than tensors allocated one by one from the same arena, for the same CPU time; at
+    # 720p (one size) it saves 10 MB for about 3% more CPU (measured here, 3 runs each).
+    options.enable_mem_pattern = False
     try:
         return onnxruntime.InferenceSession(model, sess_options=options, providers=providers)
     except Exception as error:  # onnxruntime raises its own untyped errors for bad files
@@ -358,17 +399,19 @@ class RotatingDetector:
         providers = getattr(getattr(self.backend, "session", None), "get_providers", lambda: [])()
         return bool(providers) and providers[0] != "CPUExecutionProvider"
 
-    def detect(self, image: np.ndarray | Frame, upright_k: int = 0) -> list[Detection]:
-        return self.detect_batch([image], upright_k)[0]
+    def detect(self, image: np.ndarray | Frame, upright_k: int = 0, max_size: int | None = None) -> list[Detection]:
+        return self.detect_batch([image], upright_k, max_size)[0]
 
-    def detect_batch(self, images: Sequence[np.ndarray | Frame], upright_k: int = 0) -> list[list[Detection]]:
+    def detect_batch(self, images: Sequence[np.ndarray | Frame], upright_k: int = 0,
+                     max_size: int | None = None) -> list[list[Detection]]:
         """Faces in each image (``[H, W, 3]`` uint8 RGB, or a ``Frame``, which is scaled down without
-        converting all of it to RGB), in that image's pixel coordinates. All images have one size."""
+        converting all of it to RGB), in that image's pixel coordinates. All images have one size, and are
+        detected with their longest side at ``max_size`` px (default: the configured ``max_size``)."""
         if not images:
             return []
         frames = [image if isinstance(image, Frame) else Frame(0, None, 0.0, image=image) for image in images]
         width, height = frames[0].size
-        scale, _, _ = detection_size(width, height, self.cfg.max_size)
+        scale, _, _ = detection_size(width, height, self.cfg.max_size if max_size is None else max_size)
         small_w, small_h = scaled_size(width, height, scale)
         small = [frame.scaled(small_w, small_h) for frame in frames]
         # Turning the small image (not the frame) is the same picture for far less work.
