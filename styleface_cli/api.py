@@ -130,6 +130,7 @@ class Anonymizer:
 
     def array(self, rgb: np.ndarray) -> np.ndarray:
         """The faces of one ``[H, W, 3]`` uint8 RGB picture hidden; a new array of the same shape."""
+        from styleface_cli.face.detect import plan_detection
         from styleface_cli.face.scenecut import SceneCutDetector
         from styleface_cli.face.track import Tracker
 
@@ -137,7 +138,8 @@ class Anonymizer:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"array() takes [H, W, 3] uint8 RGB; got {image.dtype} {image.shape}")
         frames = iter([Frame(index=0, pts=0, time_s=0.0, image=np.array(image))])
-        detected = pipeline.detect(frames, self.tools.detector, batch_size=1, workers=1)
+        plan = plan_detection(image.shape[1], image.shape[0], self.cfg.detect)  # one frame: the full-quality pass
+        detected = pipeline.detect(frames, self.tools.detector, plan, batch_size=1, workers=1)
         with_cuts = pipeline.find_scene_cuts(detected, SceneCutDetector(self.cfg.track.scene_cut_threshold))
         tracked = pipeline.track(with_cuts, Tracker(self.cfg.track))
         chosen = pipeline.choose_faces(tracked, self.tools.chooser())
