@@ -43,6 +43,12 @@ class Reporter:
     def progress(self, label: str, total: int | None) -> "FrameProgress":
         return FrameProgress(label, total, self.shows_progress)
 
+    def summary(self, text: str) -> None:
+        """A human-readable result (a command's report, not a message): on stdout, unless --json."""
+        if not self.json_output:
+            sys.stdout.write(text.rstrip("\n") + "\n")
+            sys.stdout.flush()
+
     def result(self, record: dict[str, Any]) -> None:
         """One result: a JSON line on stdout with --json, else a short human line on stderr."""
         if self.json_output:

@@ -1,0 +1,132 @@
+"""``verify_pair``: the whole audit of one (original, anonymised) pair, read top to bottom.
+
+metadata of the output -> decode both in step -> sample frames (scene cuts included) -> find faces in the
+original (independent detectors) -> check each face in the output (untouched, recognisable) -> rank every
+output face against all original faces (re-identification) -> report.
+
+Both files are only read. Frames stream: nothing is kept per frame but a few numbers per face (and, for
+the contact sheet, the crops of the riskiest faces so far).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from pathlib import Path
+
+import numpy as np
+
+from styleface_cli.config import VerifyConfig
+from styleface_cli.console import Reporter
+from styleface_cli.errors import InputError
+from styleface_cli.verify.detect import Describer, IndependentDetector
+from styleface_cli.verify.findings import codec_noise, face_change, is_untouched, luma, reidentification
+from styleface_cli.verify.metadata import audit_metadata
+from styleface_cli.verify.records import FaceCheck, PairReport
+from styleface_cli.verify.sampling import FrameSampler, sampling_step, upright
+from styleface_cli.verify.sheet import RiskiestFaces
+from styleface_cli.video.media import open_media
+
+
+@dataclasses.dataclass
+class VerifyTools:
+    """The models, loaded once per run."""
+
+    detector: IndependentDetector
+    describer: Describer
+
+
+def load_tools(cfg: VerifyConfig) -> VerifyTools:
+    return VerifyTools(detector=IndependentDetector(cfg), describer=Describer())
+
+
+def verify_pair(original: Path, anonymized: Path, *, cfg: VerifyConfig, tools: VerifyTools, reporter: Reporter,
+                riskiest: RiskiestFaces | None = None) -> PairReport:
+    """Audit ``anonymized`` against ``original``; raises ``InputError`` when they cannot be compared."""
+    started = time.perf_counter()
+    report = PairReport(original=Path(original), anonymized=Path(anonymized), detectors=tools.detector.names,
+                        fail_on_reid=cfg.fail_on_reid, reid_p=cfg.reid_p)
+    report.metadata = audit_metadata(Path(anonymized), cfg.allowed_tags)
+    faces: list[FaceCheck] = []
+    originals: list[np.ndarray] = []  # [128] descriptors, one per face, in the order of ``faces``
+    outputs: list[np.ndarray] = []
+    with open_media(original) as source, open_media(anonymized) as output:
+        report.kind = "image" if source.info.is_image else "video"
+        _check_comparable(source.info, output.info)
+        sampler = FrameSampler(cfg, sampling_step(cfg, source.info.frame_count, source.info.average_fps))
+        report.sampling = sampler.describe() if report.kind == "video" else "the image"
+        total = source.info.frame_count or None
+        with reporter.progress(f"verify {Path(anonymized).name}", total) as progress:
+            for source_frame, output_frame in itertools.zip_longest(source, output):
+                if source_frame is None or output_frame is None:
+                    longer = source if output_frame is None else output
+                    counts = [report.frames, report.frames + 1 + _count(longer)]
+                    original_frames, output_frames = counts if output_frame is not None else counts[::-1]
+                    raise InputError(f"{anonymized}: has {output_frames} frames but the original {original} has "
+                                     f"{original_frames}; their frames cannot be paired")
+                report.frames += 1
+                checked = []
+                if sampler(source_frame):
+                    report.frames_checked += 1
+                    before = upright(source_frame.image, source.info.rotation)
+                    after = upright(output_frame.image, output.info.rotation)
+                    checked = check_frame(before, after, source_frame.index, cfg=cfg, tools=tools)
+                    for face, described_original, described_output in checked:
+                        faces.append(face)
+                        originals.append(described_original)
+                        outputs.append(described_output)
+                        if riskiest is not None:
+                            riskiest.add(face, before, after)
+                progress.advance(1, len(checked))
+    report.scene_cut_frames = tuple(sampler.cut_frames)
+    report.faces, report.reid = reidentification(faces, np.array(originals).reshape(-1, 128),
+                                                 np.array(outputs).reshape(-1, 128))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def check_frame(original: np.ndarray, output: np.ndarray, frame_index: int, *, cfg: VerifyConfig,
+                tools: VerifyTools) -> list[tuple[FaceCheck, np.ndarray, np.ndarray]]:
+    """Every face of the ``original`` upright frame, checked in ``output``: (check, original descriptor,
+    output descriptor at the original's landmarks)."""
+    found = tools.detector.faces(original)
+    if not found:
+        return []
+    difference = np.abs(luma(original) - luma(output))  # [H, W] int16
+    noise = codec_noise(difference, [face.box for face in found])
+    checked = []
+    for face in found:
+        change = face_change(difference, face.box)
+        landmarks = tools.describer.landmarks(original, face.box)
+        described_original = tools.describer.descriptor(original, landmarks)
+        described_output = tools.describer.descriptor(output, landmarks)
+        distance = float(np.linalg.norm(described_original - described_output))
+        check = FaceCheck(
+            frame_index=frame_index,
+            box=face.box,
+            detector=face.detector,
+            change=change,
+            noise=noise,
+            untouched=is_untouched(change, noise, cfg.noise_factor, cfg.min_change),
+            distance=distance,
+            recognisable=distance < cfg.same_person,
+        )
+        checked.append((check, described_original, described_output))
+    return checked
+
+
+def _check_comparable(source, output) -> None:
+    def upright_size(info):
+        return (info.height, info.width) if info.rotation in (90, 270) else (info.width, info.height)
+
+    if upright_size(source) != upright_size(output):
+        (w0, h0), (w1, h1) = upright_size(source), upright_size(output)
+        raise InputError(f"{output.path}: is {w1}x{h1} but the original {source.path} is {w0}x{h0}; "
+                         "verify compares outputs of the original's size")
+    if source.is_image != output.is_image:
+        raise InputError(f"{output.path}: one of the pair is a photo and the other a video")
+
+
+def _count(frames) -> int:
+    return sum(1 for _ in frames)
