@@ -63,8 +63,6 @@ def run_verify(pairs: list[Pair], *, cfg: VerifyConfig, reporter: Reporter) -> l
         reporter.result(report.to_json()) if reporter.json_output else reporter.summary(summary(report, cfg))
     if cfg.sheet is not None:
         tiles = riskiest.write(cfg.sheet)
-        for report in reports:
-            report.sheet_tiles = tiles
         reporter.info(f"contact sheet: {cfg.sheet} ({tiles} faces)")
     return reports
 

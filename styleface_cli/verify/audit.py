@@ -77,7 +77,7 @@ def verify_pair(original: Path, anonymized: Path, *, cfg: VerifyConfig, tools: V
                         originals.append(described_original)
                         outputs.append(described_output)
                         if riskiest is not None:
-                            riskiest.add(face, before, after)
+                            riskiest.add(face, before, after, Path(anonymized).name)
                 progress.advance(1, len(checked))
     report.scene_cut_frames = tuple(sampler.cut_frames)
     report.faces, report.reid = reidentification(faces, np.array(originals).reshape(-1, 128),

@@ -10,6 +10,7 @@ like) are all reported; and every subtitle, data and attachment stream, and cove
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import av
@@ -34,7 +35,12 @@ def audit_metadata(path: Path, allowed: tuple[str, ...] = ()) -> list[MetadataFi
     """Everything identifying left in ``path`` (a photo or a video), minus the ``allowed`` keys."""
     findings = audit_image(path) if is_image_path(path) else audit_video(path)
     allowed_keys = {key.upper() for key in allowed}
-    return [item for item in findings if item.key.upper() not in allowed_keys and item.where.upper() not in allowed_keys]
+    return [item for item in findings if _base_key(item.key) not in allowed_keys and item.where.upper() not in allowed_keys]
+
+
+def _base_key(key: str) -> str:
+    """The key in upper case, without the language suffix MP4 adds (``location-eng`` -> ``LOCATION``)."""
+    return re.sub(r"-[A-Z]{3}$", "", key.upper())
 
 
 def _short(value: object) -> str:

@@ -102,7 +102,6 @@ class PairReport:
     reid_p: float = 0.01
     seconds: float = 0.0
     error: str | None = None
-    sheet_tiles: int = 0
 
     @property
     def untouched_frames(self) -> list[int]:
@@ -160,7 +159,6 @@ class PairReport:
             },
             "metadata": [dataclasses.asdict(item) for item in self.metadata],
             "failures": self.failures(),
-            "sheet_tiles": self.sheet_tiles,
             "seconds": round(self.seconds, 2),
             "error": self.error,
             "face_checks": [face.to_json() for face in self.faces],

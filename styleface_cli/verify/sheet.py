@@ -49,17 +49,18 @@ class RiskiestFaces:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._heap: list[tuple[float, int, FaceCheck, np.ndarray, np.ndarray]] = []
+        self._heap: list[tuple[float, int, FaceCheck, np.ndarray, np.ndarray, str]] = []
         self._order = itertools.count()
 
     def wants(self, risk: float) -> bool:
         return self.size > 0 and (len(self._heap) < self.size or risk > self._heap[0][0])
 
-    def add(self, face: FaceCheck, original: np.ndarray, output: np.ndarray) -> None:
-        """``original`` and ``output``: the two upright frames the face was checked in."""
+    def add(self, face: FaceCheck, original: np.ndarray, output: np.ndarray, label: str = "") -> None:
+        """``original`` and ``output``: the two upright frames the face was checked in; ``label`` names the
+        output file on the tile."""
         if not self.wants(face.risk):
             return
-        entry = (face.risk, next(self._order), face, crop(original, face.box), crop(output, face.box))
+        entry = (face.risk, next(self._order), face, crop(original, face.box), crop(output, face.box), label)
         if len(self._heap) < self.size:
             heapq.heappush(self._heap, entry)
         else:
@@ -71,14 +72,15 @@ class RiskiestFaces:
         tiles = len(entries)
         columns, rows, width, height = sheet_layout(max(tiles, 1))
         sheet = np.full((height, width, 3), BACKGROUND, np.uint8)
-        for i, (_, _, face, original, output) in enumerate(entries):
+        for i, (_, _, face, original, output, label) in enumerate(entries):
             x = GAP + (i % columns) * (2 * CROP + GAP)
             y = GAP + (i // columns) * (CROP + LABEL + GAP)
             sheet[y : y + CROP, x : x + CROP] = original
             sheet[y : y + CROP, x + CROP + GAP : x + 2 * CROP + GAP] = output
             findings = ", ".join(face.findings()) or "hidden"
             colour = (255, 90, 90) if face.untouched or face.recognisable else (200, 200, 200)
-            _text(sheet, f"frame {face.frame_index}  d={face.distance:.2f}", x, y + CROP + 14, colour)
+            name = label if len(label) <= 18 else label[:8] + ".." + label[-8:]
+            _text(sheet, f"{name} frame {face.frame_index}  d={face.distance:.2f}".strip(), x, y + CROP + 14, colour)
             _text(sheet, findings, x, y + CROP + 29, colour)
         if tiles == 0:
             _text(sheet, "no faces found", GAP, GAP + 20, (200, 200, 200))
