@@ -211,6 +211,16 @@ def test_mismatched_pair_is_an_input_error(tmp_path):
         run("verify", str(a), str(b), "--det-size", "0", "--quiet")
 
 
+def test_output_resized_a_little_is_compared_at_the_original_size(tmp_path):
+    pytest.importorskip("dlib")
+    a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    media.make_video(a, width=320, height=180, frames=3)
+    media.make_video(b, width=320, height=182, frames=3)  # as deface rounds 480x270 up to 480x272
+    result = run("verify", str(a), str(b), "--json", "--det-size", "0", "--every", "3", "--quiet")
+    assert result.exit_code == 0, result.stdout
+    assert "scaled to the original's 320x180" in json_lines(result.stdout)[0]["notes"][0]
+
+
 @pytest.mark.skipif(not YUNET.is_file(), reason="../shared/models/yunet_n_dynamic.onnx is not present")
 def test_onnx_detector_runs_beside_dlib():
     pytest.importorskip("dlib")

@@ -84,6 +84,7 @@ def summary(report: PairReport, cfg: VerifyConfig) -> str:
         lines.append(f"  re-identification: own original ranked first for {reid.rank1}/{reid.faces} faces "
                      f"({reid.rate:.1%}; chance {reid.chance:.1%}, p={reid.p_value:.2g})")
     lines.append(f"  metadata: {len(report.metadata)} identifying item(s)")
+    lines.extend(f"  note: {note}" for note in report.notes)
     lines.extend(f"  - {reason}" for reason in report.failures())
     return "\n".join(lines)
 

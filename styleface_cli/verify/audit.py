@@ -15,6 +15,7 @@ import itertools
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from styleface_cli.config import VerifyConfig
@@ -53,7 +54,10 @@ def verify_pair(original: Path, anonymized: Path, *, cfg: VerifyConfig, tools: V
     outputs: list[np.ndarray] = []
     with open_media(original) as source, open_media(anonymized) as output:
         report.kind = "image" if source.info.is_image else "video"
-        _check_comparable(source.info, output.info)
+        resize_to = _comparable_size(source.info, output.info)
+        if resize_to is not None:
+            report.notes.append(f"the output is {output.info.width}x{output.info.height}; its frames are scaled to the "
+                                f"original's {resize_to[0]}x{resize_to[1]} to be compared")
         sampler = FrameSampler(cfg, sampling_step(cfg, source.info.frame_count, source.info.average_fps))
         report.sampling = sampler.describe() if report.kind == "video" else "the image"
         total = source.info.frame_count or None
@@ -71,6 +75,8 @@ def verify_pair(original: Path, anonymized: Path, *, cfg: VerifyConfig, tools: V
                     report.frames_checked += 1
                     before = upright(source_frame.image, source.info.rotation)
                     after = upright(output_frame.image, output.info.rotation)
+                    if resize_to is not None:
+                        after = cv2.resize(after, resize_to, interpolation=cv2.INTER_AREA)
                     checked = check_frame(before, after, source_frame.index, cfg=cfg, tools=tools)
                     for face, described_original, described_output in checked:
                         faces.append(face)
@@ -116,16 +122,22 @@ def check_frame(original: np.ndarray, output: np.ndarray, frame_index: int, *, c
     return checked
 
 
-def _check_comparable(source, output) -> None:
+def _comparable_size(source, output) -> tuple[int, int] | None:
+    """None when both have one upright size; else the original's (width, height) that the output's frames
+    are scaled to, when the output is the same picture resized a little (deface rounds sizes up to multiples
+    of 16: 480x270 -> 480x272); raises ``InputError`` otherwise."""
     def upright_size(info):
         return (info.height, info.width) if info.rotation in (90, 270) else (info.width, info.height)
 
-    if upright_size(source) != upright_size(output):
-        (w0, h0), (w1, h1) = upright_size(source), upright_size(output)
-        raise InputError(f"{output.path}: is {w1}x{h1} but the original {source.path} is {w0}x{h0}; "
-                         "verify compares outputs of the original's size")
     if source.is_image != output.is_image:
         raise InputError(f"{output.path}: one of the pair is a photo and the other a video")
+    (w0, h0), (w1, h1) = upright_size(source), upright_size(output)
+    if (w0, h0) == (w1, h1):
+        return None
+    if abs(w1 / h1 - w0 / h0) > 0.02 * (w0 / h0):
+        raise InputError(f"{output.path}: is {w1}x{h1} but the original {source.path} is {w0}x{h0}; "
+                         "verify compares outputs that show the original's picture")
+    return w0, h0
 
 
 def _count(frames) -> int:

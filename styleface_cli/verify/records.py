@@ -102,6 +102,7 @@ class PairReport:
     reid_p: float = 0.01
     seconds: float = 0.0
     error: str | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)  # how the pair was compared, when unusual
 
     @property
     def untouched_frames(self) -> list[int]:
@@ -161,6 +162,7 @@ class PairReport:
             "failures": self.failures(),
             "seconds": round(self.seconds, 2),
             "error": self.error,
+            "notes": self.notes,
             "face_checks": [face.to_json() for face in self.faces],
         }
 
