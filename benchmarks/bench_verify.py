@@ -126,7 +126,10 @@ def main() -> None:
             for tool, output in make_outputs(clip, work).items():
                 rows.append(findings(name, tool, verify_pair(clip, output, cfg=cfg, tools=tools, reporter=reporter)))
                 print(json.dumps(rows[-1]), file=sys.stderr)
-        speeds = speed(load_tools(VerifyConfig()), work, speed_frames)
+        tools.close()
+        speed_tools = load_tools(VerifyConfig())
+        speeds = speed(speed_tools, work, speed_frames)
+        speed_tools.close()
     if args.json:
         print(json.dumps({"machine": platform.machine(), "findings": rows, "speed": speeds}, indent=1))
         return

@@ -110,6 +110,7 @@ class VerifyConfig:
     upsample: int = 0  # dlib's own pyramid upsampling on top (each step finds 2x smaller faces, costs 4x)
     min_confidence: float = 0.0  # dlib CNN detections at or above this score count
     detector_models: tuple[Path, ...] = ()  # extra ONNX detectors (YuNet or SCRFD files), run beside dlib's
+    workers: int = 0  # processes running dlib's CNN (single-threaded); 0 = one per CPU core, at most 4
     noise_factor: float = 3.0  # a face counts as untouched when it changed less than this times the codec noise
     min_change: float = 3.0  # ... or less than this many grey levels (mean absolute luma difference)
     same_person: float = 0.6  # dlib descriptor distance below which two faces are the same person

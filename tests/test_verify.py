@@ -226,7 +226,7 @@ def test_onnx_detector_runs_beside_dlib():
     pytest.importorskip("dlib")
     from styleface_cli.verify.detect import IndependentDetector
 
-    detector = IndependentDetector(VerifyConfig(det_size=480, detector_models=(YUNET,)))
+    detector = IndependentDetector(VerifyConfig(det_size=480, detector_models=(YUNET,), workers=1))
     assert detector.names == ("dlib-cnn", "yunet")
     faces = detector.faces(decode(CLIP)[0])
     assert len(faces) == 2  # each person once: the two detectors' boxes are merged

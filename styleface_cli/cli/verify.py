@@ -29,9 +29,9 @@ def build_verify_config(*, every: int = D.every, det_size: int = D.det_size, ups
                         noise_factor: float = D.noise_factor, min_change: float = D.min_change,
                         same_person: float = D.same_person, fail_on_reid: bool = D.fail_on_reid,
                         reid_p: float = D.reid_p, allowed_tags: tuple[str, ...] = (), scene_cut: float = D.scene_cut_threshold,
-                        sheet: Path | None = None, sheet_faces: int = D.sheet_faces) -> VerifyConfig:
-    if every < 0 or det_size < 0 or upsample < 0 or sheet_faces < 1:
-        raise ConfigError("--every, --det-size and --upsample must be 0 or more, --sheet-faces at least 1")
+                        sheet: Path | None = None, sheet_faces: int = D.sheet_faces, workers: int = D.workers) -> VerifyConfig:
+    if every < 0 or det_size < 0 or upsample < 0 or workers < 0 or sheet_faces < 1:
+        raise ConfigError("--every, --det-size, --upsample and --workers must be 0 or more, --sheet-faces at least 1")
     if noise_factor <= 0 or min_change < 0 or not 0 < same_person < 2 or not 0 < reid_p < 1:
         raise ConfigError("--noise-factor and --same-person must be positive (same-person below 2), "
                           "--min-change 0 or more, --reid-p in (0, 1)")
@@ -41,13 +41,20 @@ def build_verify_config(*, every: int = D.every, det_size: int = D.det_size, ups
                         detector_models=tuple(detector_models), noise_factor=noise_factor, min_change=min_change,
                         same_person=same_person, fail_on_reid=fail_on_reid, reid_p=reid_p,
                         allowed_tags=tuple(allowed_tags), scene_cut_threshold=scene_cut, sheet=sheet,
-                        sheet_faces=sheet_faces)
+                        sheet_faces=sheet_faces, workers=workers)
 
 
 def run_verify(pairs: list[Pair], *, cfg: VerifyConfig, reporter: Reporter) -> list[PairReport]:
     """Audit every pair (models loaded once); with one pair its errors propagate, with several they are
     recorded in that pair's report. Writes the contact sheet when configured."""
     tools = load_tools(cfg)
+    try:
+        return _run_pairs(pairs, cfg=cfg, reporter=reporter, tools=tools)
+    finally:
+        tools.close()
+
+
+def _run_pairs(pairs: list[Pair], *, cfg: VerifyConfig, reporter: Reporter, tools) -> list[PairReport]:
     riskiest = RiskiestFaces(cfg.sheet_faces if cfg.sheet is not None else 0)
     reports = []
     for pair in pairs:
@@ -100,6 +107,7 @@ def register(app: typer.Typer) -> None:
         det_size: Annotated[int, typer.Option("--det-size", help="Longest side (px) dlib's CNN detector sees; frames are scaled to it (0 = as they are).", rich_help_panel=_DET)] = D.det_size,
         upsample: Annotated[int, typer.Option("--upsample", help="dlib's extra 2x upsampling steps for small faces (each costs 4x).", rich_help_panel=_DET)] = D.upsample,
         min_confidence: Annotated[float, typer.Option("--min-confidence", help="dlib CNN score a detection needs.", rich_help_panel=_DET)] = D.min_confidence,
+        workers: Annotated[int, typer.Option("--workers", help="Processes running dlib's CNN detector (0 = one per CPU core, at most 4).", rich_help_panel=_DET)] = D.workers,
         detector_model: Annotated[list[Path], typer.Option("--detector-model", help="An extra ONNX detector (YuNet or SCRFD file), run beside dlib's (repeatable).", rich_help_panel=_DET)] = [],
         noise_factor: Annotated[float, typer.Option("--noise-factor", help="A face that changed less than this times the frame's codec noise is untouched.", rich_help_panel=_FIND)] = D.noise_factor,
         min_change: Annotated[float, typer.Option("--min-change", help="... or less than this many grey levels.", rich_help_panel=_FIND)] = D.min_change,
@@ -122,7 +130,7 @@ def register(app: typer.Typer) -> None:
             every=every, det_size=det_size, upsample=upsample, min_confidence=min_confidence,
             detector_models=tuple(detector_model), noise_factor=noise_factor, min_change=min_change,
             same_person=same_person, fail_on_reid=fail_on_reid, reid_p=reid_p, allowed_tags=tuple(allow_tag),
-            scene_cut=scene_cut, sheet=sheet, sheet_faces=sheet_faces)
+            scene_cut=scene_cut, sheet=sheet, sheet_faces=sheet_faces, workers=workers)
         pairs = pairs_from_report(report) if report is not None else pairs_from_paths(original, anonymized)
         reporter = Reporter(quiet=quiet, json_output=json_output)
         reports = run_verify(pairs, cfg=cfg, reporter=reporter)

@@ -10,6 +10,7 @@ the contact sheet, the crops of the riskiest faces so far).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import time
@@ -24,7 +25,7 @@ from styleface_cli.errors import InputError
 from styleface_cli.verify.detect import Describer, IndependentDetector
 from styleface_cli.verify.findings import codec_noise, face_change, is_untouched, luma, reidentification
 from styleface_cli.verify.metadata import audit_metadata
-from styleface_cli.verify.records import FaceCheck, PairReport
+from styleface_cli.verify.records import FaceCheck, FoundFace, PairReport
 from styleface_cli.verify.sampling import FrameSampler, sampling_step, upright
 from styleface_cli.verify.sheet import RiskiestFaces
 from styleface_cli.video.media import open_media
@@ -36,6 +37,9 @@ class VerifyTools:
 
     detector: IndependentDetector
     describer: Describer
+
+    def close(self) -> None:
+        self.detector.close()
 
 
 def load_tools(cfg: VerifyConfig) -> VerifyTools:
@@ -61,6 +65,19 @@ def verify_pair(original: Path, anonymized: Path, *, cfg: VerifyConfig, tools: V
         sampler = FrameSampler(cfg, sampling_step(cfg, source.info.frame_count, source.info.average_fps))
         report.sampling = sampler.describe() if report.kind == "video" else "the image"
         total = source.info.frame_count or None
+        in_flight: collections.deque = collections.deque()  # (index, original, output, future of its faces)
+
+        def check_oldest() -> int:
+            index, before, after, found = in_flight.popleft()
+            checked = check_frame(before, after, index, found.result(), cfg=cfg, describer=tools.describer)
+            for face, described_original, described_output in checked:
+                faces.append(face)
+                originals.append(described_original)
+                outputs.append(described_output)
+                if riskiest is not None:
+                    riskiest.add(face, before, after, Path(anonymized).name)
+            return len(checked)
+
         with reporter.progress(f"verify {Path(anonymized).name}", total) as progress:
             for source_frame, output_frame in itertools.zip_longest(source, output):
                 if source_frame is None or output_frame is None:
@@ -70,21 +87,20 @@ def verify_pair(original: Path, anonymized: Path, *, cfg: VerifyConfig, tools: V
                     raise InputError(f"{anonymized}: has {output_frames} frames but the original {original} has "
                                      f"{original_frames}; their frames cannot be paired")
                 report.frames += 1
-                checked = []
+                found = 0
                 if sampler(source_frame):
                     report.frames_checked += 1
                     before = upright(source_frame.image, source.info.rotation)
                     after = upright(output_frame.image, output.info.rotation)
                     if resize_to is not None:
                         after = cv2.resize(after, resize_to, interpolation=cv2.INTER_AREA)
-                    checked = check_frame(before, after, source_frame.index, cfg=cfg, tools=tools)
-                    for face, described_original, described_output in checked:
-                        faces.append(face)
-                        originals.append(described_original)
-                        outputs.append(described_output)
-                        if riskiest is not None:
-                            riskiest.add(face, before, after, Path(anonymized).name)
-                progress.advance(1, len(checked))
+                    # A few frames in flight keep every detector worker busy; memory stays bounded.
+                    in_flight.append((source_frame.index, before, after, tools.detector.submit(before)))
+                    if len(in_flight) > 2 * tools.detector.workers:
+                        found = check_oldest()
+                progress.advance(1, found)
+            while in_flight:
+                progress.advance(0, check_oldest())
     report.scene_cut_frames = tuple(sampler.cut_frames)
     report.faces, report.reid = reidentification(faces, np.array(originals).reshape(-1, 128),
                                                  np.array(outputs).reshape(-1, 128))
@@ -92,11 +108,10 @@ def verify_pair(original: Path, anonymized: Path, *, cfg: VerifyConfig, tools: V
     return report
 
 
-def check_frame(original: np.ndarray, output: np.ndarray, frame_index: int, *, cfg: VerifyConfig,
-                tools: VerifyTools) -> list[tuple[FaceCheck, np.ndarray, np.ndarray]]:
-    """Every face of the ``original`` upright frame, checked in ``output``: (check, original descriptor,
-    output descriptor at the original's landmarks)."""
-    found = tools.detector.faces(original)
+def check_frame(original: np.ndarray, output: np.ndarray, frame_index: int, found: list[FoundFace], *,
+                cfg: VerifyConfig, describer: Describer) -> list[tuple[FaceCheck, np.ndarray, np.ndarray]]:
+    """Every face ``found`` in the ``original`` upright frame, checked in ``output``: (check, original
+    descriptor, output descriptor at the original's landmarks)."""
     if not found:
         return []
     difference = np.abs(luma(original) - luma(output))  # [H, W] int16
@@ -104,9 +119,9 @@ def check_frame(original: np.ndarray, output: np.ndarray, frame_index: int, *, c
     checked = []
     for face in found:
         change = face_change(difference, face.box)
-        landmarks = tools.describer.landmarks(original, face.box)
-        described_original = tools.describer.descriptor(original, landmarks)
-        described_output = tools.describer.descriptor(output, landmarks)
+        landmarks = describer.landmarks(original, face.box)
+        described_original = describer.descriptor(original, landmarks)
+        described_output = describer.descriptor(output, landmarks)
         distance = float(np.linalg.norm(described_original - described_output))
         check = FaceCheck(
             frame_index=frame_index,

@@ -12,7 +12,10 @@ dlib's own 2x pyramid steps for smaller faces still.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import multiprocessing
+import os
 from pathlib import Path
 
 import cv2
@@ -37,36 +40,91 @@ def _dlib_models():
 
 
 class IndependentDetector:
-    """dlib's CNN detector plus optional ONNX detectors; ``faces(image)`` finds faces in an upright RGB frame."""
+    """dlib's CNN detector plus optional ONNX detectors, for upright RGB frames of the original.
+
+    dlib's CNN runs single-threaded and holds the GIL, so with ``workers`` > 1 it runs in that many worker
+    processes: ``submit`` hands a frame over and returns a future, so the caller keeps a few frames in
+    flight. ``faces`` is the same, synchronously.
+    """
 
     def __init__(self, cfg: VerifyConfig) -> None:
-        dlib, models = _dlib_models()
-        self._cnn = dlib.cnn_face_detection_model_v1(models.cnn_face_detector_model_location())
+        _dlib_models()  # fail here, with the install hint, not in a worker
         self._cfg = cfg
         self._onnx = [_onnx_detector(path, cfg.det_size) for path in cfg.detector_models]
         self.names = ("dlib-cnn",) + tuple(name for name, _ in self._onnx)
+        self.workers = cfg.workers or max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                                 else os.cpu_count() or 1, 4))
+        self._pool = None
+        if self.workers > 1:
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_load_cnn)
+        else:
+            _load_cnn()
 
-    def faces(self, image: np.ndarray) -> list[FoundFace]:
-        """Faces in ``image`` ([H, W, 3] uint8 RGB), boxes in its pixels, merged across detectors."""
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def submit(self, image: np.ndarray) -> concurrent.futures.Future:
+        """A future of ``faces(image)``."""
         height, width = image.shape[:2]
         scale = self._cfg.det_size / max(width, height) if self._cfg.det_size > 0 else 1.0
         small = image if scale == 1.0 else cv2.resize(
             image, (max(1, round(width * scale)), max(1, round(height * scale))),
             interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        found = []
-        for hit in self._cnn(np.ascontiguousarray(small), self._cfg.upsample):
-            if hit.confidence >= self._cfg.min_confidence:
-                rect = hit.rect
-                box = np.array([rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1], np.float32) / scale
-                found.append(FoundFace(box=_clip(box, width, height), score=float(hit.confidence), detector="dlib-cnn"))
-        for name, detect in self._onnx:
-            found.extend(FoundFace(box=_clip(box, width, height), score=score, detector=name)
-                         for box, score in detect(image))
-        found = [face for face in found if face.box[2] - face.box[0] >= 4 and face.box[3] - face.box[1] >= 4]
-        if len(found) < 2:
-            return found
-        keep = nms(np.stack([face.box for face in found]), np.array([face.score for face in found]))
-        return [found[i] for i in sorted(keep)]
+        small = np.ascontiguousarray(small)
+        if self._pool is not None:
+            cnn = self._pool.submit(_cnn_boxes, small, self._cfg.upsample, self._cfg.min_confidence)
+        else:
+            cnn = concurrent.futures.Future()
+            cnn.set_result(_cnn_boxes(small, self._cfg.upsample, self._cfg.min_confidence))
+        others = [FoundFace(box=_clip(box, width, height), score=score, detector=name)
+                  for name, detect in self._onnx for box, score in detect(image)]
+        result: concurrent.futures.Future = concurrent.futures.Future()
+
+        def merge(done: concurrent.futures.Future) -> None:
+            if done.cancelled():
+                result.cancel()
+            elif done.exception() is not None:
+                result.set_exception(done.exception())
+            else:
+                found = [FoundFace(box=_clip(np.asarray(box, np.float32) / scale, width, height), score=score,
+                                   detector="dlib-cnn") for box, score in done.result()]
+                result.set_result(_merged(found + others))
+
+        cnn.add_done_callback(merge)
+        return result
+
+    def faces(self, image: np.ndarray) -> list[FoundFace]:
+        """Faces in ``image`` ([H, W, 3] uint8 RGB), boxes in its pixels, merged across detectors."""
+        return self.submit(image).result()
+
+
+_CNN = {}
+
+
+def _load_cnn() -> None:
+    dlib, models = _dlib_models()
+    _CNN["model"] = dlib.cnn_face_detection_model_v1(models.cnn_face_detector_model_location())
+
+
+def _cnn_boxes(small: np.ndarray, upsample: int, min_confidence: float) -> list[tuple[list[float], float]]:
+    """dlib CNN detections in ``small`` as ([x0, y0, x1, y1], score) (runs in a worker process)."""
+    found = []
+    for hit in _CNN["model"](small, upsample):
+        if hit.confidence >= min_confidence:
+            rect = hit.rect
+            found.append(([rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1], float(hit.confidence)))
+    return found
+
+
+def _merged(found: list[FoundFace]) -> list[FoundFace]:
+    found = [face for face in found if face.box[2] - face.box[0] >= 4 and face.box[3] - face.box[1] >= 4]
+    if len(found) < 2:
+        return found
+    keep = nms(np.stack([face.box for face in found]), np.array([face.score for face in found]))
+    return [found[i] for i in sorted(keep)]
 
 
 def _clip(box: np.ndarray, width: int, height: int) -> np.ndarray:
