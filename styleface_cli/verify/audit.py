@@ -14,6 +14,7 @@ import collections
 import dataclasses
 import itertools
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -22,6 +23,7 @@ import numpy as np
 from styleface_cli.config import VerifyConfig
 from styleface_cli.console import Reporter
 from styleface_cli.errors import InputError
+from styleface_cli.records import Frame
 from styleface_cli.verify.detect import Describer, IndependentDetector
 from styleface_cli.verify.findings import codec_noise, face_change, is_untouched, luma, reidentification
 from styleface_cli.verify.metadata import audit_metadata
@@ -53,9 +55,7 @@ def verify_pair(original: Path, anonymized: Path, *, cfg: VerifyConfig, tools: V
     report = PairReport(original=Path(original), anonymized=Path(anonymized), detectors=tools.detector.names,
                         fail_on_reid=cfg.fail_on_reid, reid_p=cfg.reid_p)
     report.metadata = audit_metadata(Path(anonymized), cfg.allowed_tags)
-    faces: list[FaceCheck] = []
-    originals: list[np.ndarray] = []  # [128] descriptors, one per face, in the order of ``faces``
-    outputs: list[np.ndarray] = []
+    checked: list[tuple[FaceCheck, np.ndarray, np.ndarray]] = []  # (check, original and output descriptors)
     with open_media(original) as source, open_media(anonymized) as output:
         report.kind = "image" if source.info.is_image else "video"
         resize_to = _comparable_size(source.info, output.info)
@@ -64,48 +64,66 @@ def verify_pair(original: Path, anonymized: Path, *, cfg: VerifyConfig, tools: V
                                 f"original's {resize_to[0]}x{resize_to[1]} to be compared")
         sampler = FrameSampler(cfg, sampling_step(cfg, source.info.frame_count, source.info.average_fps))
         report.sampling = sampler.describe() if report.kind == "video" else "the image"
-        total = source.info.frame_count or None
-        in_flight: collections.deque = collections.deque()  # (index, original, output, future of its faces)
-
-        def check_oldest() -> int:
-            index, before, after, found = in_flight.popleft()
-            checked = check_frame(before, after, index, found.result(), cfg=cfg, describer=tools.describer)
-            for face, described_original, described_output in checked:
-                faces.append(face)
-                originals.append(described_original)
-                outputs.append(described_output)
-                if riskiest is not None:
-                    riskiest.add(face, before, after, Path(anonymized).name)
-            return len(checked)
-
-        with reporter.progress(f"verify {Path(anonymized).name}", total) as progress:
-            for source_frame, output_frame in itertools.zip_longest(source, output):
-                if source_frame is None or output_frame is None:
-                    longer = source if output_frame is None else output
-                    counts = [report.frames, report.frames + 1 + _count(longer)]
-                    original_frames, output_frames = counts if output_frame is not None else counts[::-1]
-                    raise InputError(f"{anonymized}: has {output_frames} frames but the original {original} has "
-                                     f"{original_frames}; their frames cannot be paired")
-                report.frames += 1
-                found = 0
-                if sampler(source_frame):
-                    report.frames_checked += 1
-                    before = upright(source_frame.image, source.info.rotation)
-                    after = upright(output_frame.image, output.info.rotation)
-                    if resize_to is not None:
-                        after = cv2.resize(after, resize_to, interpolation=cv2.INTER_AREA)
-                    # A few frames in flight keep every detector worker busy; memory stays bounded.
-                    in_flight.append((source_frame.index, before, after, tools.detector.submit(before)))
-                    if len(in_flight) > 2 * tools.detector.workers:
-                        found = check_oldest()
-                progress.advance(1, found)
-            while in_flight:
-                progress.advance(0, check_oldest())
+        with reporter.progress(f"verify {Path(anonymized).name}", source.info.frame_count or None) as progress:
+            frames = paired_frames(source, output, report, progress)
+            sampled = upright_samples(frames, sampler, source.info.rotation, output.info.rotation, resize_to, report)
+            for index, before, after, found in detect_ahead(sampled, tools.detector):
+                faces = check_frame(before, after, index, found, cfg=cfg, describer=tools.describer)
+                for face, _, _ in faces:
+                    if riskiest is not None:
+                        riskiest.add(face, before, after, Path(anonymized).name)
+                checked.extend(faces)
+                progress.advance(0, len(faces))
     report.scene_cut_frames = tuple(sampler.cut_frames)
-    report.faces, report.reid = reidentification(faces, np.array(originals).reshape(-1, 128),
-                                                 np.array(outputs).reshape(-1, 128))
+    report.faces, report.reid = reidentification(
+        [face for face, _, _ in checked],
+        np.array([described for _, described, _ in checked]).reshape(-1, 128),
+        np.array([described for _, _, described in checked]).reshape(-1, 128))
     report.seconds = time.perf_counter() - started
     return report
+
+
+def paired_frames(source, output, report: PairReport, progress) -> Iterator[tuple[Frame, Frame]]:
+    """The two files' frames in step (counted in ``report.frames``); ``InputError`` when their counts differ."""
+    for source_frame, output_frame in itertools.zip_longest(source, output):
+        if source_frame is None or output_frame is None:
+            longer = source if output_frame is None else output
+            counts = [report.frames, report.frames + 1 + sum(1 for _ in longer)]
+            original_frames, output_frames = counts if output_frame is not None else counts[::-1]
+            raise InputError(f"{report.anonymized}: has {output_frames} frames but the original {report.original} "
+                             f"has {original_frames}; their frames cannot be paired")
+        report.frames += 1
+        progress.advance(1)
+        yield source_frame, output_frame
+
+
+def upright_samples(frames: Iterator[tuple[Frame, Frame]], sampler: FrameSampler, source_rotation: int,
+                    output_rotation: int, resize_to: tuple[int, int] | None,
+                    report: PairReport) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(frame index, original, output) as upright [H, W, 3] uint8 RGB, for the frames the sampler picks
+    (counted in ``report.frames_checked``); RGB is made only for those."""
+    for source_frame, output_frame in frames:
+        if sampler(source_frame):
+            report.frames_checked += 1
+            after = upright(output_frame.image, output_rotation)
+            if resize_to is not None:
+                after = cv2.resize(after, resize_to, interpolation=cv2.INTER_AREA)
+            yield source_frame.index, upright(source_frame.image, source_rotation), after
+
+
+def detect_ahead(samples: Iterator[tuple[int, np.ndarray, np.ndarray]], detector: IndependentDetector
+                 ) -> Iterator[tuple[int, np.ndarray, np.ndarray, list[FoundFace]]]:
+    """The samples with the faces found in their original, in order; a few frames are in flight at once so that
+    every detector worker stays busy (and memory stays bounded)."""
+    in_flight: collections.deque = collections.deque()
+    for index, before, after in samples:
+        in_flight.append((index, before, after, detector.submit(before)))
+        if len(in_flight) > 2 * detector.workers:
+            index, before, after, found = in_flight.popleft()
+            yield index, before, after, found.result()
+    while in_flight:
+        index, before, after, found = in_flight.popleft()
+        yield index, before, after, found.result()
 
 
 def check_frame(original: np.ndarray, output: np.ndarray, frame_index: int, found: list[FoundFace], *,
@@ -154,6 +172,3 @@ def _comparable_size(source, output) -> tuple[int, int] | None:
                          "verify compares outputs that show the original's picture")
     return w0, h0
 
-
-def _count(frames) -> int:
-    return sum(1 for _ in frames)

@@ -42,8 +42,8 @@ def _dlib_models():
 class IndependentDetector:
     """dlib's CNN detector plus optional ONNX detectors, for upright RGB frames of the original.
 
-    dlib's CNN runs single-threaded and holds the GIL, so with ``workers`` > 1 it runs in that many worker
-    processes: ``submit`` hands a frame over and returns a future, so the caller keeps a few frames in
+    dlib's CNN runs single-threaded (its CPU time equals its wall time) and two Python threads run it no
+    faster than one, so with ``workers`` > 1 it runs in that many worker processes: ``submit`` hands a frame over and returns a future, so the caller keeps a few frames in
     flight. ``faces`` is the same, synchronously.
     """
 
