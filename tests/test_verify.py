@@ -194,6 +194,21 @@ def test_video_with_location_tag_fails(tmp_path):
     assert result.exit_code == 0, result.stdout
 
 
+def test_attachment_streams_are_named(tmp_path):
+    clip, output = tmp_path / "a.mp4", tmp_path / "a.mkv"
+    media.make_video(clip, width=64, height=48, frames=3)
+    with av.open(str(clip)) as source, av.open(str(output), "w") as target:
+        stream = target.add_stream_from_template(source.streams.video[0])
+        target.add_attachment("people.txt", "text/plain", b"Alice, Bob")
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                target.mux(packet)
+    findings = {(item.where, item.key): item.value for item in audit_metadata(output)}
+    assert findings[("stream 1 (attachment)", "attachment stream")] == "people.txt"
+    assert findings[("stream 1 (attachment)", "filename")] == "people.txt"
+
+
 def test_metadata_of_styleface_style_outputs_is_clean(tmp_path):
     clip = tmp_path / "a.mp4"
     media.make_video(clip, width=64, height=48, frames=3, audio_streams=1)

@@ -94,9 +94,10 @@ def audit_video(path: Path) -> list[MetadataFinding]:
             findings.extend(MetadataFinding(where, key, _short(value))
                             for key, value in stream.metadata.items() if key.upper() not in TECHNICAL_TAGS)
             name = stream.metadata.get("filename") or stream.metadata.get("title") or stream.metadata.get("handler_name") or ""
-            codec = stream.codec_context.name if stream.codec_context is not None else "unknown codec"
+            codec = stream.codec_context.name if stream.codec_context is not None else ""
+            described = _short(f"{codec} {name}".strip() or "unnamed")
             if stream.type in ("subtitle", "data", "attachment"):
-                findings.append(MetadataFinding(where, f"{stream.type} stream", _short(f"{codec} {name}".strip())))
+                findings.append(MetadataFinding(where, f"{stream.type} stream", described))
             elif stream.type == "video" and stream.disposition & av.stream.Disposition.attached_pic:
-                findings.append(MetadataFinding(where, "cover picture", _short(f"{codec} {name}".strip())))
+                findings.append(MetadataFinding(where, "cover picture", described))
     return findings
