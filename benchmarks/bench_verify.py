@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from styleface_cli.config import VerifyConfig  # noqa: E402
 from styleface_cli.console import Reporter  # noqa: E402
+from styleface_cli.errors import StylefaceError  # noqa: E402
 from styleface_cli.verify.audit import load_tools, verify_pair  # noqa: E402
 
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "videos"
@@ -124,7 +125,10 @@ def main() -> None:
             clip = work / name
             cut(FIXTURES / name, clip, frames)
             for tool, output in make_outputs(clip, work).items():
-                rows.append(findings(name, tool, verify_pair(clip, output, cfg=cfg, tools=tools, reporter=reporter)))
+                try:
+                    rows.append(findings(name, tool, verify_pair(clip, output, cfg=cfg, tools=tools, reporter=reporter)))
+                except StylefaceError as error:  # e.g. a tool that dropped frames: say so in the table
+                    rows.append({"clip": name, "tool": tool, "faces": 0, "error": str(error), "verdict": "ERROR"})
                 print(json.dumps(rows[-1]), file=sys.stderr)
         tools.close()
         speed_tools = load_tools(VerifyConfig())
@@ -137,6 +141,9 @@ def main() -> None:
     print("| clip | tool | faces checked | untouched | recognisable | min distance | re-id rank-1 / chance | metadata | verdict |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        if "error" in r:
+            print(f"| {r['clip']} | {r['tool']} | error: {r['error']} | | | | | | ERROR |")
+            continue
         reid = f"{r['reid_rate']:.0%} / {r['reid_chance']:.0%}" if r["faces"] else "-"
         print(f"| {r['clip']} | {r['tool']} | {r['faces']} | {r['untouched']} | {r['recognisable']} | "
               f"{r['min_distance'] if r['min_distance'] is not None else '-'} | {reid} | {r['metadata']} | {r['verdict']} |")

@@ -157,8 +157,8 @@ def check_frame(original: np.ndarray, output: np.ndarray, frame_index: int, foun
 
 def _comparable_size(source, output) -> tuple[int, int] | None:
     """None when both have one upright size; else the original's (width, height) that the output's frames
-    are scaled to, when the output is the same picture resized a little (deface rounds sizes up to multiples
-    of 16: 480x270 -> 480x272); raises ``InputError`` otherwise."""
+    are scaled to, when the output is the same picture resized by less than 16 px each way (deface rounds
+    sizes up to multiples of 16: 480x270 -> 480x272, 640x360 -> 640x368); raises ``InputError`` otherwise."""
     def upright_size(info):
         return (info.height, info.width) if info.rotation in (90, 270) else (info.width, info.height)
 
@@ -167,7 +167,7 @@ def _comparable_size(source, output) -> tuple[int, int] | None:
     (w0, h0), (w1, h1) = upright_size(source), upright_size(output)
     if (w0, h0) == (w1, h1):
         return None
-    if abs(w1 / h1 - w0 / h0) > 0.02 * (w0 / h0):
+    if abs(w1 - w0) >= 16 or abs(h1 - h0) >= 16:
         raise InputError(f"{output.path}: is {w1}x{h1} but the original {source.path} is {w0}x{h0}; "
                          "verify compares outputs that show the original's picture")
     return w0, h0
