@@ -47,6 +47,9 @@ def build_verify_config(*, every: int = D.every, det_size: int = D.det_size, ups
 def run_verify(pairs: list[Pair], *, cfg: VerifyConfig, reporter: Reporter) -> list[PairReport]:
     """Audit every pair (models loaded once); with one pair its errors propagate, with several they are
     recorded in that pair's report. Writes the contact sheet when configured."""
+    if cfg.sheet is not None and any(cfg.sheet.resolve() in (pair.original.resolve(), pair.anonymized.resolve())
+                                     for pair in pairs):
+        raise ConfigError(f"--sheet {cfg.sheet}: that is one of the files being verified (verify never modifies them)")
     tools = load_tools(cfg)
     try:
         return _run_pairs(pairs, cfg=cfg, reporter=reporter, tools=tools)
@@ -67,7 +70,10 @@ def _run_pairs(pairs: list[Pair], *, cfg: VerifyConfig, reporter: Reporter, tool
             report = PairReport(original=pair.original, anonymized=pair.anonymized, detectors=tools.detector.names,
                                 error=str(error))
         reports.append(report)
-        reporter.result(report.to_json()) if reporter.json_output else reporter.summary(summary(report, cfg))
+        if reporter.json_output:
+            reporter.result(report.to_json())
+        else:
+            reporter.summary(summary(report, cfg))
     if cfg.sheet is not None:
         tiles = riskiest.write(cfg.sheet)
         reporter.info(f"contact sheet: {cfg.sheet} ({tiles} faces)")
