@@ -4,8 +4,9 @@ metadata of the output -> decode both in step -> sample frames (scene cuts inclu
 original (independent detectors) -> check each face in the output (untouched, recognisable) -> rank every
 output face against all original faces (re-identification) -> report.
 
-Both files are only read. Frames stream: nothing is kept per frame but a few numbers per face (and, for
-the contact sheet, the crops of the riskiest faces so far).
+Both files are only read. Frames stream: nothing is kept per frame but, per face, a few numbers and its two
+128-d descriptors (2 KB; the re-identification gallery), and, for the contact sheet, the crops of the
+riskiest faces so far; at most ``2 x workers + 1`` sampled frames are in flight.
 """
 
 from __future__ import annotations
