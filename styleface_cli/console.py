@@ -10,7 +10,7 @@ import dataclasses
 import json
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -40,8 +40,15 @@ class Reporter:
         """Progress bars only for a person watching: stderr is a terminal and --quiet is off."""
         return not self.quiet and stderr.is_terminal
 
-    def progress(self, label: str, total: int | None) -> "FrameProgress":
-        return FrameProgress(label, total, self.shows_progress)
+    def plan(self, record: dict[str, Any]) -> None:
+        """One line of a --dry-run listing on stdout: what would run, or why it is skipped."""
+        if record["status"] == "skipped":
+            line = f"skip {record['input']}: {record['reason']}"
+        else:
+            line = f"run  {record['input']} -> {record['output']}" + (f" ({record['reason']})" if record["reason"] else "")
+        sys.stdout.flush()  # file names as the bytes they are on disk, even when they are not UTF-8
+        sys.stdout.buffer.write((line + "\n").encode(sys.stdout.encoding or "utf-8", "surrogateescape"))
+        sys.stdout.buffer.flush()
 
     def summary(self, text: str) -> None:
         """A human-readable result (a command's report, not a message): on stdout, unless --json."""
@@ -64,31 +71,34 @@ class Reporter:
                     markup=False,
                 )
             else:
-                stderr.print(f"{record['input']}: {status}: {record.get('error', '')}", markup=False)
+                stderr.print(f"{record['input']}: {status}: {record.get('error') or record.get('reason') or ''}", markup=False)
 
 
-class FrameProgress:
-    """A rich progress bar counting frames, with fps and faces; silent when disabled."""
+class DatasetProgress:
+    """One display for a run over many inputs: files done/total, faces, files/s and ETA on the first row,
+    then a frame bar for each input in flight (in this process or in ``--jobs`` workers)."""
 
-    def __init__(self, label: str, total: int | None, enabled: bool) -> None:
+    def __init__(self, total: int, enabled: bool, frames_of: Callable[[Any], int | None] | None = None) -> None:
         self.enabled = enabled
-        self.started = time.perf_counter()
-        self.frames = 0
+        self.frames_of = frames_of  # job -> its frame count (for a file bar's ETA), None when unknown
+        self.started_at = time.perf_counter()
+        self.done = 0
         self.faces = 0
+        self._files: dict[object, Any] = {}
         self._progress: Progress | None = None
         if enabled:
             self._progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("{task.fields[fps]:.1f} fps, {task.fields[faces]} faces"),
+                TextColumn("{task.fields[rate]}, {task.fields[faces]} faces"),
                 TimeRemainingColumn(),
                 console=stderr,
                 transient=True,
             )
-            self._task = self._progress.add_task(label, total=total or None, fps=0.0, faces=0)
+            self._overall = self._progress.add_task("files", total=total, rate="", faces=0, visible=total > 1)
 
-    def __enter__(self) -> "FrameProgress":
+    def __enter__(self) -> "DatasetProgress":
         if self._progress is not None:
             self._progress.start()
         return self
@@ -97,9 +107,27 @@ class FrameProgress:
         if self._progress is not None:
             self._progress.stop()
 
-    def advance(self, frames: int = 1, faces: int = 0) -> None:
-        self.frames += frames
-        self.faces += faces
+    def started(self, job) -> None:
         if self._progress is not None:
-            elapsed = max(time.perf_counter() - self.started, 1e-6)
-            self._progress.update(self._task, advance=frames, fps=self.frames / elapsed, faces=self.faces)
+            total = self.frames_of(job) if self.frames_of is not None else None
+            self._files[job] = (self._progress.add_task(job.source.name, total=total or None, rate="", faces=0),
+                                time.perf_counter(), [0, 0])
+
+    def advanced(self, job, frames: int, faces: int) -> None:
+        entry = self._files.get(job)
+        if self._progress is not None and entry is not None:
+            task, since, counts = entry
+            counts[0] += frames
+            counts[1] += faces
+            rate = f"{counts[0] / max(time.perf_counter() - since, 1e-6):.1f} fps"
+            self._progress.update(task, advance=frames, rate=rate, faces=counts[1])
+
+    def finished(self, job, record: dict[str, Any]) -> None:
+        self.done += 1
+        self.faces += record.get("faces") or 0
+        if self._progress is not None:
+            entry = self._files.pop(job, None)
+            if entry is not None:
+                self._progress.remove_task(entry[0])
+            rate = f"{self.done / max(time.perf_counter() - self.started_at, 1e-6):.2f} files/s"
+            self._progress.update(self._overall, advance=1, rate=rate, faces=self.faces)

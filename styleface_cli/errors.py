@@ -21,7 +21,9 @@ class ExitCode(enum.IntEnum):
     KERNEL = 6  # a compiled kernel failed to build or load under --kernels compiled
     PARTIAL = 7  # several inputs were given and at least one of them failed
     VERIFY_FAILED = 8  # styleface verify: a face is untouched or recognisable, or identifying metadata remains
-    INTERRUPTED = 130  # Ctrl-C
+    HANGUP = 129  # SIGHUP (the terminal went away)
+    INTERRUPTED = 130  # Ctrl-C (SIGINT)
+    TERMINATED = 143  # SIGTERM (kill, a job scheduler's time limit)
 
 
 class StylefaceError(Exception):
@@ -58,3 +60,19 @@ class KernelBuildError(StylefaceError):
     """A compiled kernel could not be built or loaded (the message names the build log)."""
 
     exit_code = ExitCode.KERNEL
+
+
+class Stopped(BaseException):
+    """The run was stopped by a signal (SIGINT, SIGTERM, SIGHUP): not an error, so not a StylefaceError.
+
+    A ``BaseException`` like ``KeyboardInterrupt``, so it passes every ``except Exception`` and every
+    clean-up (``finally``, ``atomic_output``) runs on its way out; the CLI exits ``128 + signal``.
+    """
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
+        name = signal.Signals(self.signum).name
+        super().__init__("interrupted" if name == "SIGINT" else f"stopped by {name}")

@@ -65,7 +65,7 @@ def run(*, source: Path, output: Path, cfg: AnonymizeConfig, tools: Tools, on_fr
     started = time.perf_counter()
     stats = RunStats()
     hide = tools.hider()  # fresh per input: identities and geometry are per video
-    with open_media(source) as media, media_writer(output, media.info, cfg.encode, source) as writer, \
+    with open_media(source, cfg.read.max_pixels) as media, media_writer(output, media, cfg.encode, source) as writer, \
             contextlib.ExitStack() as threads:  # closed first: stage threads stop before reader and writer
         log = TrackLog(media.info) if cfg.export_tracks is not None else None  # only kept when asked for
         frames = threads.enter_context(contextlib.closing(decode(media)))
@@ -91,7 +91,7 @@ def render(*, source: Path, tracks: Path, output: Path, cfg: AnonymizeConfig, to
     stats = RunStats()
     listed = read_tracks(tracks)
     hide = tools.hider()
-    with open_media(source) as media, media_writer(output, media.info, cfg.encode, source) as writer, \
+    with open_media(source, cfg.read.max_pixels) as media, media_writer(output, media, cfg.encode, source) as writer, \
             contextlib.ExitStack() as threads:
         listed.check_matches(media.info)
         frames = threads.enter_context(contextlib.closing(decode(media)))

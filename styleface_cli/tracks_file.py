@@ -30,7 +30,7 @@ import numpy as np
 
 from styleface_cli.errors import InputError
 from styleface_cli.records import FaceRegion, Frame, FrameFaces, RegionSource, VideoInfo
-from styleface_cli.video.atomic import atomic_output
+from styleface_cli.atomic import atomic_output
 
 FORMAT = "styleface-tracks"
 VERSION = 1

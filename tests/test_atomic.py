@@ -7,7 +7,7 @@ import os
 import pytest
 
 from styleface_cli.errors import OutputError
-from styleface_cli.video.atomic import atomic_output, check_output_path
+from styleface_cli.atomic import atomic_output, check_output_path
 
 
 def test_success_renames_the_hidden_temporary_onto_the_output(tmp_path):
@@ -124,3 +124,36 @@ def test_error_messages_are_one_line(tmp_path, input_file):
     with pytest.raises(OutputError) as error:
         check_output_path(input_file, input_file, overwrite=False)
     assert "\n" not in str(error.value)
+
+
+def test_temporaries_carry_the_pid_and_stale_ones_are_found(tmp_path):
+    import subprocess
+    import sys
+
+    from styleface_cli.atomic import is_partial, remove_stale_partials, stale_partials
+
+    with atomic_output(tmp_path / "clip.mp4") as temp:
+        assert f".{os.getpid()}-" in temp.name and is_partial(temp)
+        temp.write_bytes(b"x")
+        assert stale_partials(tmp_path / "clip.mp4") == []  # ours, and we are alive
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".clip.{dead.pid}-deadbeef.partial.mp4"
+    other = tmp_path / f".clip2.{dead.pid}-deadbeef.partial.mp4"  # another output's: not ours to judge
+    stale.write_bytes(b"half")
+    other.write_bytes(b"half")
+    assert stale_partials(tmp_path / "clip.mp4") == []  # the folder was listed once, before they existed
+    assert stale_partials(tmp_path / "clip.mp4", refresh=True) == [stale]
+    assert remove_stale_partials(tmp_path / "clip.mp4") == 1
+    assert not stale.exists() and other.exists()
+
+
+def test_append_line_adds_whole_lines(tmp_path):
+    from styleface_cli.atomic import append_line
+
+    log = tmp_path / "run.jsonl"
+    append_line(log, '{"a": 1}')
+    append_line(log, '{"b": "é"}\n')
+    assert log.read_text(encoding="utf-8") == '{"a": 1}\n{"b": "é"}\n'
+    with pytest.raises(OutputError):
+        append_line(tmp_path / "missing" / "run.jsonl", "{}")

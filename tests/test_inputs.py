@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from styleface_cli.errors import ConfigError, InputError
+from styleface_cli.errors import ConfigError, InputError, OutputError
 from styleface_cli.inputs import expand_inputs, plan_jobs
 
 
@@ -49,7 +49,7 @@ def test_output_option_conflicts(tmp_path):
     with pytest.raises(ConfigError, match="not both"):
         plan_jobs([str(a)], output=tmp_path / "o.mp4", output_dir=tmp_path)
     touch(tmp_path / "x" / "a.mp4")
-    with pytest.raises(ConfigError, match="same output"):
+    with pytest.raises(OutputError, match="same output"):
         plan_jobs([str(a), str(tmp_path / "x" / "a.mp4")], output=None, output_dir=tmp_path / "out")
 
 

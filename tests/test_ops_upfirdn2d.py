@@ -223,3 +223,27 @@ def test_cuda_matches_reference(up, down, fname, dtype):
             torch.testing.assert_close(got.double(), want, rtol=tolerance, atol=tolerance * max(1.0, float(want.abs().max())))
     xg = x[:1, :2, :5, :6].double().detach().requires_grad_(True)
     assert torch.autograd.gradgradcheck(lambda x: upfirdn2d(x, f, up=up, down=down, padding=1, impl="compiled"), (xg,))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("up, down", SCALINGS, ids=str)
+@pytest.mark.parametrize("fname", ["4x4", "3x5", "sep8"])
+def test_cuda_gradients_match_reference(up, down, fname, dtype):
+    """First-order gradients in the network's own dtypes (gradgradcheck above covers float64 only)."""
+    f = _filters()[fname].cuda()
+    x = torch.randn(4, 8, 17, 19, device="cuda", dtype=dtype)
+    tolerance = {torch.float16: 1e-2, torch.float32: 1e-5}[dtype]
+    for layout in ("contiguous", "channels_last"):
+        xl = x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
+        kwargs = dict(up=up, down=down, padding=[1, 2, 0, 3], gain=1.5)
+        x_ref = xl.double().detach().requires_grad_(True)
+        y_ref = upfirdn2d_ref(x_ref, f, **kwargs)
+        weight = torch.randn(y_ref.shape, device="cuda", generator=torch.Generator("cuda").manual_seed(5))
+        (want,) = torch.autograd.grad((y_ref * weight.double()).sum(), [x_ref])
+        x_cuda = xl.detach().requires_grad_(True)
+        y = upfirdn2d(x_cuda, f, impl="compiled", **kwargs)
+        (got,) = torch.autograd.grad((y * weight.to(dtype)).sum(), [x_cuda])
+        assert got.dtype == dtype and got.shape == want.shape
+        torch.testing.assert_close(got.double(), want, rtol=tolerance, atol=tolerance * max(1.0, float(want.abs().max())))

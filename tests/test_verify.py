@@ -306,9 +306,12 @@ def test_report_lines_resolve_beside_the_report(tmp_path, monkeypatch):
     (tmp_path / "a.mp4").write_bytes(b"x")
     (tmp_path / "a_out.mp4").write_bytes(b"x")
     report = tmp_path / "run.jsonl"
-    report.write_text(json.dumps({"input": "a.mp4", "output": "a_out.mp4", "status": "ok"}) + "\n"
-                      + json.dumps({"input": "b.mp4", "output": None, "status": "error"}) + "\n\n")
+    report.write_text(json.dumps({"input": "c.mp4", "output": "c_out.mp4", "status": "ok"}) + "\n"
+                      + json.dumps({"input": "a.mp4", "output": "a_out.mp4", "status": "ok"}) + "\n"
+                      + json.dumps({"input": "b.mp4", "output": None, "status": "error"}) + "\n\n"
+                      + json.dumps({"input": "c.mp4", "output": "c_out.mp4", "status": "error"}) + "\n"  # redone, failed
+                      + '{"input": "d.mp4", "outp')  # torn by a crash
     assert [(p.original, p.anonymized) for p in pairs_from_report(report)] == [(tmp_path / "a.mp4", tmp_path / "a_out.mp4")]
-    report.write_text("not json\n")
+    report.write_text("not json\n" + json.dumps({"input": "a.mp4", "output": "a_out.mp4", "status": "ok"}) + "\n")
     with pytest.raises(InputError, match="run.jsonl:1"):
         pairs_from_report(report)

@@ -41,15 +41,15 @@ INFO = VideoInfo(
 @pytest.mark.parametrize(
     ("cfg", "expected"),
     [
-        (EncodeConfig(), {"crf": "20", "preset": "veryfast"}),
-        (EncodeConfig(codec="libx264", crf=28, preset="medium"), {"crf": "28", "preset": "medium"}),
+        (EncodeConfig(), {"crf": "20", "preset": "veryfast", "a53cc": "0", "udu_sei": "0"}),
+        (EncodeConfig(codec="libx264", crf=28, preset="medium"), {"crf": "28", "preset": "medium", "a53cc": "0", "udu_sei": "0"}),
         (
             EncodeConfig(codec="libx265", crf=20, preset="slow"),
-            {"crf": "25", "preset": "slow", "x265-params": "log-level=error"},
+            {"crf": "25", "preset": "slow", "x265-params": "log-level=error", "a53cc": "0", "udu_sei": "0"},
         ),
         (
             EncodeConfig(codec="libx265", crf=50, preset="fast"),
-            {"crf": "51", "preset": "fast", "x265-params": "log-level=error"},
+            {"crf": "51", "preset": "fast", "x265-params": "log-level=error", "a53cc": "0", "udu_sei": "0"},
         ),
         (
             EncodeConfig(codec="libvpx-vp9", crf=20, preset="veryfast"),
@@ -68,7 +68,7 @@ INFO = VideoInfo(
             {"crf": "37", "b": "0", "row-mt": "1", "cpu-used": "3"},
         ),
         (EncodeConfig(codec="libsvtav1", crf=20, preset="veryfast"), {"crf": "25", "preset": "10"}),
-        (EncodeConfig(codec="h264_nvenc", crf=23, preset="medium"), {"rc": "vbr", "cq": "23", "preset": "p5"}),
+        (EncodeConfig(codec="h264_nvenc", crf=23, preset="medium"), {"rc": "vbr", "cq": "23", "preset": "p5", "a53cc": "0", "udu_sei": "0"}),
         (EncodeConfig(codec="mpeg4", crf=20, preset="veryfast"), {}),
     ],
 )
@@ -83,6 +83,8 @@ def test_user_encoder_options_override_and_extend():
         "preset": "veryfast",
         "tune": "film",
         "x264-params": "keyint=60",
+        "a53cc": "0",
+        "udu_sei": "0",
     }
 
 

@@ -1,5 +1,6 @@
 """``styleface anonymize``, ``styleface swap`` and ``styleface render``: parse options, build the config
-once, load the tools once, then run each input.
+once, plan the inputs, then run them through ``styleface_cli.api`` (in this process, or in ``--jobs``
+worker processes that each load the tools once).
 
 With several inputs a failed one does not stop the others; the exit code is that input's own code
 when there was one input, ``PARTIAL`` (7) when some of several failed.
@@ -8,13 +9,13 @@ when there was one input, ``PARTIAL`` (7) when some of several failed.
 from __future__ import annotations
 
 import os
-import time
+import sys
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Any, Iterable, Optional
 
 import typer
 
-from styleface_cli import pipeline
+from styleface_cli import api
 from styleface_cli.checkpoints import find_checkpoint, resolve_method
 from styleface_cli.config import (
     AnonymizeConfig,
@@ -23,20 +24,20 @@ from styleface_cli.config import (
     GenerateConfig,
     IdentityConfig,
     ObfuscateConfig,
+    ReadConfig,
     SelectConfig,
     TrackConfig,
 )
-from styleface_cli.console import Reporter
-from styleface_cli.errors import ConfigError, ExitCode, OutputError, StylefaceError
+from styleface_cli.console import DatasetProgress, Reporter
+from styleface_cli.errors import ConfigError, ExitCode, StylefaceError
 from styleface_cli.face.obfuscate import METHODS as OBFUSCATIONS
-from styleface_cli.inputs import Job, plan_jobs
-from styleface_cli.tools import Tools, prepare_tools
-from styleface_cli.video.atomic import check_output_path
+from styleface_cli.inputs import Job, is_tar_path, parse_shard, plan_jobs, read_path_list
 from styleface_cli.video.decode import probe
 from styleface_cli.video.images import is_image_path
 
 METHODS = ("auto", "styleface") + OBFUSCATIONS
 _OUT, _DET, _TRK, _HIDE, _GEN, _ENC = "Output", "Detection", "Tracking", "Hiding", "Generator", "Encoding"
+_DATA = "Datasets"
 
 # Options shared by the commands (one definition each).
 Output = Annotated[Optional[Path], typer.Option("-o", "--output", help="Output file (one input only).", rich_help_panel=_OUT)]
@@ -71,6 +72,20 @@ Crf = Annotated[int, typer.Option("--crf", help="Quality (lower is better).", ri
 Preset = Annotated[str, typer.Option("--preset", help="Encoder speed preset.", rich_help_panel=_ENC)]
 EncoderOption = Annotated[list[str], typer.Option("--encoder-option", help="KEY=VALUE passed to the encoder (repeatable).", rich_help_panel=_ENC)]
 NoAudio = Annotated[bool, typer.Option("--no-audio", help="Drop the audio streams.", rich_help_panel=_ENC)]
+FilesFrom = Annotated[Optional[Path], typer.Option("--files-from", help="Read input paths from this file, one per line ('-': stdin).", rich_help_panel=_DATA)]
+Null = Annotated[bool, typer.Option("--null", "-0", help="Input lists are NUL-separated (find -print0).", rich_help_panel=_DATA)]
+Root = Annotated[Optional[Path], typer.Option("--root", help="Keys and --output-dir structure are relative to this folder (default: the list's common parent).", rich_help_panel=_DATA)]
+Report = Annotated[Optional[Path], typer.Option("--report", help="Append one JSON line per finished input to this file (flushed line by line).", rich_help_panel=_DATA)]
+Resume = Annotated[bool, typer.Option("--resume", help="Skip inputs already done (per --report, else an existing output); redo stale ones.", rich_help_panel=_DATA)]
+Shard = Annotated[Optional[str], typer.Option("--shard", help="K/N: only the inputs whose key hashes to shard K (0-based) of N.", rich_help_panel=_DATA)]
+Jobs = Annotated[int, typer.Option("--jobs", "-j", help="Inputs processed at once, in worker processes.", rich_help_panel=_DATA)]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="List each input, its output or why it is skipped; process nothing.", rich_help_panel=_DATA)]
+MaxPixels = Annotated[int, typer.Option("--max-pixels", help="Refuse pictures and video frames above this many pixels (decompression bombs); 0 = no limit.", rich_help_panel=_OUT)]
+_RAY = "Ray cluster"
+RayAddress = Annotated[Optional[str], typer.Option("--ray", metavar="ADDRESS", help="Run the inputs on a Ray cluster: local (a Ray started here), auto (the cluster this machine belongs to), ray://HOST:PORT or HOST:PORT (needs the ray extra).", rich_help_panel=_RAY)]
+RayCpus = Annotated[float, typer.Option("--ray-cpus", help="CPUs each Ray actor reserves (fractions allowed).", rich_help_panel=_RAY)]
+RayGpus = Annotated[float, typer.Option("--ray-gpus", help="GPUs each Ray actor reserves (0.25: four actors share a GPU).", rich_help_panel=_RAY)]
+RayRetries = Annotated[int, typer.Option("--ray-retries", help="Retries of an input whose worker process or node died.", rich_help_panel=_RAY)]
 
 
 def parse_rotations(text: str) -> tuple[int, ...]:
@@ -154,6 +169,7 @@ def build_config(
     encoder_option: list[str] = (),
     no_audio: bool = False,
     export_tracks: Path | None = None,
+    max_pixels: int = ReadConfig.max_pixels,
     env: dict[str, str] | None = None,
 ) -> AnonymizeConfig:
     """The one place where command-line values (and the environment) become the frozen config."""
@@ -166,6 +182,8 @@ def build_config(
         raise ConfigError(f"--threshold must be between 0 and 1; got {threshold}")
     if det_size < 0 or (0 < det_size < 64):
         raise ConfigError(f"--det-size must be 0 (as the frame is) or at least 64; got {det_size}")
+    if max_pixels < 0:
+        raise ConfigError(f"--max-pixels must be 0 (no limit) or more; got {max_pixels}")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1; got {batch_size}")
     if not 0.0 <= identity_strength <= 1.0:
@@ -201,47 +219,76 @@ def build_config(
                                 sources=tuple(sources), mix=parse_mix(mix)),
         select=select,
         export_tracks=export_tracks,
+        read=ReadConfig(max_pixels=max_pixels),
     )
 
 
-def run_jobs(jobs: list[Job], *, overwrite: bool, reporter: Reporter, cfg: AnonymizeConfig,
-             work: Callable[[Job, Callable], pipeline.RunStats]) -> int:
-    """Run every job, report each, and return the exit code for the whole command."""
+def report_records(records: Iterable[dict[str, Any]], reporter: Reporter, *, dry_run: bool = False) -> int:
+    """Show every record as it comes (stdout with --json) and return the exit code of the whole command."""
     codes: list[int] = []
-    for job in jobs:
-        record = {"input": str(job.source), "output": str(job.output), "method": cfg.method, "method_reason": cfg.method_reason}
-        started = time.perf_counter()
-        try:
-            if job.make_folder and not job.output.parent.exists():
-                try:
-                    job.output.parent.mkdir(parents=True, exist_ok=True)
-                except OSError as error:
-                    raise OutputError(f"cannot create the output folder {job.output.parent}: {error.strerror}") from error
-            check_output_path(job.source, job.output, overwrite)
-            with reporter.progress(job.source.name, expected_frames(job.source) if reporter.shows_progress else None) as bar:
-                stats = work(job, lambda faces: bar.advance(1, len(faces.regions)))
-            record.update(status="ok", frames=stats.frames, faces=stats.faces, tracks=stats.tracks,
-                          regions_by_source=stats.sources, seconds=round(stats.seconds, 3),
-                          fps=round(stats.frames / stats.seconds, 2) if stats.seconds > 0 else 0.0)
-            if stats.generator_batches:
-                record["generator_batches"] = stats.generator_batches
-            codes.append(0)
-        except StylefaceError as error:
-            record.update(status="error", error=str(error), exit_code=int(error.exit_code),
-                          seconds=round(time.perf_counter() - started, 3))
-            codes.append(int(error.exit_code))
-            if not reporter.json_output:
-                reporter.error(str(error))  # core messages name the file
-                continue
-        reporter.result(record)
-    failed = [c for c in codes if c]
+    for record in records:
+        codes.append(int(record["exit_code"]))
+        if dry_run and not reporter.json_output:
+            reporter.plan(record)
+        elif record["status"] == "error" and not reporter.json_output:
+            reporter.error(record["error"])  # core messages name the file
+        else:
+            reporter.result(record)
+    failed = [code for code in codes if code]
     if not failed:
         return int(ExitCode.OK)
     return failed[0] if len(codes) == 1 else int(ExitCode.PARTIAL)
 
 
-def expected_frames(source: Path) -> int | None:
+def run_dataset(jobs: list[Job], *, cfg: AnonymizeConfig, reporter: Reporter, overwrite: bool, resume: bool = False,
+                report: Path | None = None, workers: int = 1, dry_run: bool = False,
+                runner: api.Runner | None = None) -> int:
+    """Run (or list) every job through the API, with one progress display; the command's exit code."""
+    if workers < 1:
+        raise ConfigError(f"--jobs must be at least 1; got {workers}")
+    if cfg.export_tracks is not None and len(jobs) > 1:
+        raise ConfigError("--export-tracks names one file but several inputs were given")
+    if not dry_run:
+        reporter.info(f"method: {cfg.method_reason}")
+    with DatasetProgress(len(jobs), reporter.shows_progress and not dry_run, frames_of=expected_frames) as progress:
+        records = api.execute(jobs, cfg=cfg, overwrite=overwrite, resume=resume, report=report, workers=workers,
+                              dry_run=dry_run, progress=progress, runner=runner)
+        return report_records(records, reporter, dry_run=dry_run)
+
+
+def ray_runner(address: str | None, *, cpus: float, gpus: float, retries: int, jobs: int = 1) -> api.Runner | None:
+    """``--ray ADDRESS`` and its options -> the runner that sends inputs to Ray actors (None without --ray)."""
+    if address is None:
+        return None
+    if jobs != 1:
+        raise ConfigError("give either --jobs or --ray (with --ray, --ray-cpus/--ray-gpus size the actors)")
+    from styleface_cli import cluster
+
+    return cluster.anonymize_runner(cluster.build_ray_config(address=address, cpus=cpus, gpus=gpus, retries=retries))
+
+
+def input_specs(inputs: list[str], files_from: Path | None, null: bool) -> tuple[list[str], list[str]]:
+    """Command-line inputs and the paths listed on stdin (``-``) or in ``--files-from``."""
+    specs = [spec for spec in inputs if spec != "-"]
+    listed: list[str] = []
+    if "-" in inputs or files_from == Path("-"):
+        listed += read_path_list(sys.stdin.buffer, null=null)
+    if files_from is not None and files_from != Path("-"):
+        try:
+            with open(files_from, "rb") as stream:
+                listed += read_path_list(stream, null=null)
+        except OSError as error:
+            raise ConfigError(f"--files-from {files_from}: {error.strerror}") from error
+    if not specs and not listed and ("-" in inputs or files_from is not None):
+        raise ConfigError("the input list is empty")
+    return specs, listed
+
+
+def expected_frames(job: Job) -> int | None:
     """How many frames the progress bar counts to (for its ETA); None when the container does not say."""
+    source = job.source
+    if is_tar_path(source):
+        return None
     if is_image_path(source):
         return 1
     try:
@@ -250,19 +297,15 @@ def expected_frames(source: Path) -> int | None:
         return None  # the run itself reports the problem
 
 
-def _start(cfg: AnonymizeConfig, reporter: Reporter, jobs: list[Job]) -> Tools:
-    if cfg.export_tracks is not None and len(jobs) > 1:
-        raise ConfigError("--export-tracks names one file but several inputs were given")
-    reporter.info(f"method: {cfg.method_reason}")
-    return prepare_tools(cfg)
-
-
 def register(app: typer.Typer) -> None:
     @app.command(no_args_is_help=True)
     def anonymize(
-        inputs: Annotated[list[str], typer.Argument(help="Videos, images, folders (searched recursively) or globs.")],
+        inputs: Annotated[Optional[list[str]], typer.Argument(help="Videos, images, tar shards, folders (searched recursively), globs, or - to read a list of paths from stdin.")] = None,
         output: Output = None, output_dir: OutputDir = None, overwrite: Overwrite = False,
         export_tracks: ExportTracks = None, json_output: Json = False, quiet: Quiet = False,
+        files_from: FilesFrom = None, null: Null = False, root: Root = None, report: Report = None,
+        resume: Resume = False, shard: Shard = None, jobs: Jobs = 1, dry_run: DryRun = False,
+        ray: RayAddress = None, ray_cpus: RayCpus = 1.0, ray_gpus: RayGpus = 0.0, ray_retries: RayRetries = 2,
         method: Method = "auto", mask_scale: MaskScale = ObfuscateConfig.mask_scale,
         feather: Feather = ObfuscateConfig.feather, strength: Strength = ObfuscateConfig.strength,
         keep_face: Annotated[list[Path], typer.Option("--keep-face", help="Leave the person in this photo untouched (repeatable).", rich_help_panel=_HIDE)] = [],
@@ -275,7 +318,7 @@ def register(app: typer.Typer) -> None:
         identity_strength: IdentityStrength = IdentityConfig.strength, mix: Mix = "",
         batch_size: BatchSize = GenerateConfig.batch_size, device: Device = "auto", kernels: Kernels = None,
         codec: Codec = EncodeConfig.codec, crf: Crf = EncodeConfig.crf, preset: Preset = EncodeConfig.preset,
-        encoder_option: EncoderOption = [], no_audio: NoAudio = False,
+        encoder_option: EncoderOption = [], no_audio: NoAudio = False, max_pixels: MaxPixels = ReadConfig.max_pixels,
     ) -> None:
         """Hide every face in videos and photos: a new synthetic identity per person (with a StyleFace
         checkpoint) or blur / pixelate / mask; audio, timing and size are kept."""
@@ -286,12 +329,14 @@ def register(app: typer.Typer) -> None:
             max_age=max_age, min_hits=min_hits, backfill=backfill, scene_cut=scene_cut, checkpoint=checkpoint,
             seed=seed, min_identity_distance=min_identity_distance, identity_strength=identity_strength, mix=mix,
             batch_size=batch_size, device=device, kernels=kernels, select=select, codec=codec, crf=crf,
-            preset=preset, encoder_option=encoder_option, no_audio=no_audio, export_tracks=export_tracks)
-        jobs = plan_jobs(inputs, output=output, output_dir=output_dir)
+            preset=preset, encoder_option=encoder_option, no_audio=no_audio, export_tracks=export_tracks, max_pixels=max_pixels)
+        runner = ray_runner(ray, cpus=ray_cpus, gpus=ray_gpus, retries=ray_retries, jobs=jobs)
+        specs, listed = input_specs(inputs or [], files_from, null)
+        planned = plan_jobs(specs, output=output, output_dir=output_dir, listed=listed, root=root,
+                            shard=parse_shard(shard))
         reporter = Reporter(quiet=quiet, json_output=json_output)
-        tools = _start(cfg, reporter, jobs)
-        code = run_jobs(jobs, overwrite=overwrite, reporter=reporter, cfg=cfg,
-                        work=lambda job, on_frame: pipeline.run(source=job.source, output=job.output, cfg=cfg, tools=tools, on_frame=on_frame))
+        code = run_dataset(planned, cfg=cfg, reporter=reporter, overwrite=overwrite, resume=resume, report=report,
+                           workers=jobs, dry_run=dry_run, runner=runner)
         raise typer.Exit(code)
 
     @app.command(no_args_is_help=True)
@@ -307,7 +352,7 @@ def register(app: typer.Typer) -> None:
         checkpoint: Checkpoint = None, identity_strength: IdentityStrength = IdentityConfig.strength, mix: Mix = "",
         batch_size: BatchSize = GenerateConfig.batch_size, device: Device = "auto", kernels: Kernels = None,
         codec: Codec = EncodeConfig.codec, crf: Crf = EncodeConfig.crf, preset: Preset = EncodeConfig.preset,
-        encoder_option: EncoderOption = [], no_audio: NoAudio = False,
+        encoder_option: EncoderOption = [], no_audio: NoAudio = False, max_pixels: MaxPixels = ReadConfig.max_pixels,
     ) -> None:
         """Put the source person's identity on the target's faces (needs a StyleFace checkpoint)."""
         for path in source:
@@ -318,13 +363,10 @@ def register(app: typer.Typer) -> None:
             det_size=det_size, rotations=rotations, checkpoint=checkpoint, identity_strength=identity_strength,
             sources=tuple(source), mix=mix, batch_size=batch_size, device=device, kernels=kernels,
             select=parse_target(target, target_face), codec=codec, crf=crf, preset=preset,
-            encoder_option=encoder_option, no_audio=no_audio, export_tracks=export_tracks)
-        jobs = plan_jobs(inputs, output=output, output_dir=output_dir, suffix="_swapped")
+            encoder_option=encoder_option, no_audio=no_audio, export_tracks=export_tracks, max_pixels=max_pixels)
+        planned = plan_jobs(inputs, output=output, output_dir=output_dir, suffix="_swapped")
         reporter = Reporter(quiet=quiet, json_output=json_output)
-        tools = _start(cfg, reporter, jobs)
-        code = run_jobs(jobs, overwrite=overwrite, reporter=reporter, cfg=cfg,
-                        work=lambda job, on_frame: pipeline.run(source=job.source, output=job.output, cfg=cfg, tools=tools, on_frame=on_frame))
-        raise typer.Exit(code)
+        raise typer.Exit(run_dataset(planned, cfg=cfg, reporter=reporter, overwrite=overwrite))
 
     @app.command(no_args_is_help=True)
     def render(
@@ -336,18 +378,22 @@ def register(app: typer.Typer) -> None:
         checkpoint: Checkpoint = None, seed: Seed = IdentityConfig.seed,
         batch_size: BatchSize = GenerateConfig.batch_size, device: Device = "auto", kernels: Kernels = None,
         codec: Codec = EncodeConfig.codec, crf: Crf = EncodeConfig.crf, preset: Preset = EncodeConfig.preset,
-        encoder_option: EncoderOption = [], no_audio: NoAudio = False,
+        encoder_option: EncoderOption = [], no_audio: NoAudio = False, max_pixels: MaxPixels = ReadConfig.max_pixels,
     ) -> None:
         """Re-render from a tracks file with no detection, so a reviewer can add or fix boxes and render again."""
         cfg = build_config(method=method, mask_scale=mask_scale, feather=feather, strength=strength,
                            checkpoint=checkpoint, seed=seed, batch_size=batch_size, device=device, kernels=kernels,
-                           codec=codec, crf=crf, preset=preset, encoder_option=encoder_option, no_audio=no_audio)
-        jobs = plan_jobs([str(source)], output=output, output_dir=None)
+                           codec=codec, crf=crf, preset=preset, encoder_option=encoder_option, no_audio=no_audio, max_pixels=max_pixels)
+        job = plan_jobs([str(source)], output=output, output_dir=None)[0]
         reporter = Reporter(quiet=quiet, json_output=json_output)
-        tools = _start(cfg, reporter, jobs)
-        code = run_jobs(jobs, overwrite=overwrite, reporter=reporter, cfg=cfg,
-                        work=lambda job, on_frame: pipeline.render(source=job.source, tracks=tracks, output=job.output, cfg=cfg, tools=tools, on_frame=on_frame))
-        raise typer.Exit(code)
+        reporter.info(f"method: {cfg.method_reason}")
+        hider = api.Anonymizer(cfg)
+        with DatasetProgress(1, reporter.shows_progress, frames_of=expected_frames) as progress:
+            progress.started(job)
+            record = hider.render(job, tracks, overwrite=overwrite,
+                                  on_frame=lambda faces: progress.advanced(job, 1, len(faces.regions)))
+            progress.finished(job, record)
+        raise typer.Exit(report_records([record], reporter))
 
 
 def parse_target(target: str, target_faces: list[Path]) -> SelectConfig:

@@ -2,7 +2,9 @@
 
 ``info`` loads a checkpoint strictly (so it also validates it) and prints its config and parameter
 counts per part; ``--json`` prints one JSON object on stdout instead. ``init`` writes a randomly
-initialised network (reproducible by ``--seed``), optionally with pretrained recognizer weights.
+initialised network (reproducible by ``--seed``), optionally with pretrained recognizer weights and with
+mapping and synthesis networks from a pretrained StyleGAN2 (``--init-stylegan``, see
+``model/stylegan_import.py``).
 """
 
 from __future__ import annotations
@@ -43,6 +45,50 @@ def build_config(
         "mapping_layers": mapping_layers, "attr_resolution": attr_resolution, "recognizer": recognizer,
     }
     return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def build_stylegan_config(
+    *,
+    stylegan: Path,
+    preset: str,
+    resolution: int | None,
+    attr_resolution: int | None = None,
+    recognizer: str | None = None,
+    **generator_sizes: int | None,
+):
+    """``--init-stylegan``: the file decides the generator (z/w dims, mapping depth, channels, clamp; its
+    resolution unless ``resolution`` asks for a lower one), the preset and ``--recognizer`` /
+    ``--attr-resolution`` the new parts. Returns ``(config, weights cropped to the resolution)``."""
+    from styleface_cli.model.stylegan_import import crop_to, read_stylegan, styleface_config_for
+
+    given = sorted(f"--{k.replace('_', '-')}" for k, v in generator_sizes.items() if v is not None)
+    if given:
+        raise ConfigError(f"{', '.join(given)} cannot be combined with --init-stylegan: the StyleGAN2 file "
+                          "decides the generator's size")
+    weights = read_stylegan(stylegan)
+    weights = crop_to(weights, resolution or weights.arch.resolution)
+    base = build_config(preset=preset, resolution=weights.arch.resolution, attr_resolution=attr_resolution,
+                        recognizer=recognizer)
+    return styleface_config_for(weights.arch, base), weights
+
+
+def new_model_config(
+    *,
+    init_stylegan: Path | None,
+    preset: str,
+    resolution: int | None,
+    attr_resolution: int | None = None,
+    recognizer: str | None = None,
+    **generator_sizes: int | None,
+):
+    """The config of a new network, ``(config, StyleGAN2 weights or None)``: from ``--init-stylegan``'s file
+    (``build_stylegan_config``), else from the preset and the options (``build_config``, 256 px by default)."""
+    if init_stylegan is not None:
+        return build_stylegan_config(stylegan=init_stylegan, preset=preset, resolution=resolution,
+                                     attr_resolution=attr_resolution, recognizer=recognizer, **generator_sizes)
+    config = build_config(preset=preset, resolution=resolution or 256, attr_resolution=attr_resolution,
+                          recognizer=recognizer, **generator_sizes)
+    return config, None
 
 
 def info_record(path: Path) -> dict[str, Any]:
@@ -89,7 +135,7 @@ def register(app: typer.Typer) -> None:
     def init(
         output: Annotated[Path, typer.Argument(help="The .safetensors checkpoint to write.")],
         preset: Annotated[str, typer.Option("--preset", help="paper (StyleGAN2 config F, IR-100) | tiny (tests).")] = "paper",
-        resolution: Annotated[int, typer.Option("--resolution", help="Output resolution, a power of two 8..1024.")] = 256,
+        resolution: Annotated[Optional[int], typer.Option("--resolution", help="Output resolution, a power of two 8..1024 (default 256; with --init-stylegan the file's, or lower).")] = None,
         channel_base: Annotated[Optional[int], typer.Option("--channel-base", help="Generator channels = min(base // res, max).")] = None,
         channel_max: Annotated[Optional[int], typer.Option("--channel-max", help="Maximum generator channels.")] = None,
         z_dim: Annotated[Optional[int], typer.Option("--z-dim", help="Z dimensionality per identity level.")] = None,
@@ -97,17 +143,19 @@ def register(app: typer.Typer) -> None:
         mapping_layers: Annotated[Optional[int], typer.Option("--mapping-layers", help="Layers of the mapping network.")] = None,
         attr_resolution: Annotated[Optional[int], typer.Option("--attr-resolution", help="Input resolution of the attribute U-Net.")] = None,
         recognizer: Annotated[Optional[str], typer.Option("--recognizer", help="tiny | iresnet50 | iresnet100.")] = None,
-        recognizer_weights: Annotated[Optional[Path], typer.Option("--recognizer-weights", help="Pretrained arcface_torch or CurricularFace backbone (.pth/.safetensors).")] = None,
+        recognizer_weights: Annotated[Optional[Path], typer.Option("--recognizer-weights", help="Pretrained recognizer: arcface_torch / CurricularFace (.pth/.safetensors) or an insightface ONNX pack file.")] = None,
+        init_stylegan: Annotated[Optional[Path], typer.Option("--init-stylegan", help="Start mapping and synthesis from a StyleGAN2 config-F file: NVlabs network pickle (.pkl) or rosinality checkpoint (.pt).")] = None,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the random initialisation.")] = 0,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")] = False,
         json_output: Annotated[bool, typer.Option("--json", help="Print the new checkpoint's info as JSON on stdout.")] = False,
     ) -> None:
-        """Write a randomly initialised StyleFace checkpoint."""
-        config = build_config(preset=preset, resolution=resolution, channel_base=channel_base, channel_max=channel_max,
-                              z_dim=z_dim, w_dim=w_dim, mapping_layers=mapping_layers,
-                              attr_resolution=attr_resolution, recognizer=recognizer)
+        """Write a randomly initialised StyleFace checkpoint (or one started from a pretrained StyleGAN2)."""
+        config, stylegan = new_model_config(
+            init_stylegan=init_stylegan, preset=preset, resolution=resolution, attr_resolution=attr_resolution,
+            recognizer=recognizer, channel_base=channel_base, channel_max=channel_max, z_dim=z_dim, w_dim=w_dim,
+            mapping_layers=mapping_layers)
         write_initial_checkpoint(output=output, config=config, seed=seed, overwrite=overwrite,
-                                 recognizer_weights=recognizer_weights)
+                                 recognizer_weights=recognizer_weights, stylegan=stylegan)
         record = info_record(output)
         if json_output:
             typer.echo(json.dumps(record))
@@ -117,7 +165,7 @@ def register(app: typer.Typer) -> None:
 
 
 def write_initial_checkpoint(*, output: Path, config, seed: int, overwrite: bool,
-                             recognizer_weights: Path | None = None) -> None:
+                             recognizer_weights: Path | None = None, stylegan=None) -> None:
     """Core of ``model init``: refuse to overwrite, then ``weights.init_checkpoint``."""
     from styleface_cli.model.weights import init_checkpoint
 
@@ -127,4 +175,4 @@ def write_initial_checkpoint(*, output: Path, config, seed: int, overwrite: bool
         raise OutputError(f"{output}: already exists (use --overwrite to replace it)")
     if not output.parent.is_dir():
         raise OutputError(f"{output}: the folder {output.parent} does not exist")
-    init_checkpoint(config, output, seed, recognizer_weights=recognizer_weights)
+    init_checkpoint(config, output, seed, recognizer_weights=recognizer_weights, stylegan=stylegan)

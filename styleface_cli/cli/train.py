@@ -22,14 +22,17 @@ from typing import TYPE_CHECKING, Annotated, Callable, Iterator, Optional
 
 import typer
 
-from styleface_cli.cli.model import build_config as build_model_config
+from styleface_cli.cli.anonymize import RayAddress, RayCpus, RayGpus, RayRetries, Shard
+from styleface_cli.cli.model import new_model_config
 from styleface_cli.config import DetectConfig
 from styleface_cli.console import Reporter, stderr
 from styleface_cli.errors import ConfigError
+from styleface_cli.inputs import parse_shard
 from styleface_cli.train import LossWeights, TrainConfig
 from styleface_cli.train.prepare import PrepareConfig, prepare_data
 
 if TYPE_CHECKING:
+    from styleface_cli.cluster import RayConfig
     from styleface_cli.model import StyleFaceConfig
 
 _DATA = "Data"
@@ -42,7 +45,8 @@ _OUT = "Output"
 
 def build_prepare_config(*, src_dir: Path, out_dir: Path, resolution: int, workers: int, identity_from_name: str | None,
                          video_every: int, min_face: int, similar_face_ratio: float, detector: str,
-                         detector_model: Path | None, threshold: float) -> PrepareConfig:
+                         detector_model: Path | None, threshold: float, shard: str | None = None,
+                         ray: RayConfig | None = None) -> PrepareConfig:
     """The one place where prepare-data's command-line values become its frozen config."""
     if not 0.0 < similar_face_ratio <= 1.0:
         raise ConfigError(f"--similar-face-ratio must be in (0, 1], got {similar_face_ratio}")
@@ -51,7 +55,8 @@ def build_prepare_config(*, src_dir: Path, out_dir: Path, resolution: int, worke
     return PrepareConfig(src_dir=src_dir, out_dir=out_dir, resolution=resolution, workers=workers,
                          identity_from_name=identity_from_name, video_every=video_every, min_face=min_face,
                          similar_face_ratio=similar_face_ratio,
-                         detect=DetectConfig(backend=detector, model_path=detector_model, threshold=threshold))
+                         detect=DetectConfig(backend=detector, model_path=detector_model, threshold=threshold),
+                         shard=parse_shard(shard), ray=ray)
 
 
 def build_train_config(*, data_dir: Path, out: Path, model_config: StyleFaceConfig, **options) -> TrainConfig:
@@ -113,12 +118,22 @@ def register(app: typer.Typer) -> None:
         threshold: Annotated[float, typer.Option("--threshold", help="Detection score threshold.")] = PrepareConfig.detect.threshold,
         json_output: Annotated[bool, typer.Option("--json", help="A JSON summary on stdout.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or messages on stderr.")] = False,
+        shard: Shard = None, ray: RayAddress = None, ray_cpus: RayCpus = 1.0, ray_gpus: RayGpus = 0.0,
+        ray_retries: RayRetries = 2,
     ) -> None:
         """Detect, align (FFHQ-style at --resolution, arcface at 112) and index faces for training."""
+        ray_config = None
+        if ray is not None:
+            from styleface_cli.cluster import build_ray_config
+
+            if workers != 1:
+                raise ConfigError("give either --workers or --ray (with --ray, --ray-cpus/--ray-gpus size the actors)")
+            ray_config = build_ray_config(address=ray, cpus=ray_cpus, gpus=ray_gpus, retries=ray_retries)
         config = build_prepare_config(src_dir=src_dir, out_dir=out_dir, resolution=resolution, workers=workers,
                                       identity_from_name=identity_from_name, video_every=video_every,
                                       min_face=min_face, similar_face_ratio=similar_face_ratio, detector=detector,
-                                      detector_model=detector_model, threshold=threshold)
+                                      detector_model=detector_model, threshold=threshold, shard=shard,
+                                      ray=ray_config)
         reporter = Reporter(quiet=quiet, json_output=json_output)
         with _progress(not quiet and stderr.is_terminal, "Preparing") as update:
             summary = prepare_data(config=config, on_progress=update)
@@ -147,8 +162,9 @@ def register(app: typer.Typer) -> None:
         json_output: Annotated[bool, typer.Option("--json", help="A JSON summary on stdout.", rich_help_panel=_OUT)] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or messages on stderr.", rich_help_panel=_OUT)] = False,
         init: Annotated[Optional[Path], typer.Option("--init", help="Start from this StyleFace checkpoint (its size wins over the options below).", rich_help_panel=_MODEL)] = None,
-        recognizer_weights: Annotated[Optional[Path], typer.Option("--recognizer-weights", help="arcface_torch or CurricularFace weights for the frozen recognizer.", rich_help_panel=_MODEL)] = None,
-        resolution: Annotated[int, typer.Option("--resolution", help="Generator resolution (the data may be larger).", rich_help_panel=_MODEL)] = 256,
+        recognizer_weights: Annotated[Optional[Path], typer.Option("--recognizer-weights", help="arcface_torch or CurricularFace weights, or an insightface ONNX pack file, for the frozen recognizer.", rich_help_panel=_MODEL)] = None,
+        init_stylegan: Annotated[Optional[Path], typer.Option("--init-stylegan", help="Start mapping, synthesis and discriminator from a StyleGAN2 config-F file (NVlabs .pkl or rosinality .pt); it decides the generator's size.", rich_help_panel=_MODEL)] = None,
+        resolution: Annotated[Optional[int], typer.Option("--resolution", help="Generator resolution (the data may be larger); default 256, or the --init-stylegan file's.", rich_help_panel=_MODEL)] = None,
         preset: Annotated[str, typer.Option("--preset", help="paper (StyleGAN2 config F, IR-100) | tiny (tests).", rich_help_panel=_MODEL)] = "paper",
         recognizer: Annotated[Optional[str], typer.Option("--recognizer", help="tiny | iresnet50 | iresnet100 (default: the preset's).", rich_help_panel=_MODEL)] = None,
         channel_base: Annotated[Optional[int], typer.Option("--channel-base", rich_help_panel=_MODEL)] = None,
@@ -178,12 +194,14 @@ def register(app: typer.Typer) -> None:
         w_contrastive: Annotated[float, typer.Option("--w-contrastive", rich_help_panel=_LOSS)] = LossWeights.contrastive,
     ) -> None:
         """Train StyleFace (adversarial + R1, identity, reconstruction, feature matching, contrastive W+)."""
-        model_config = build_model_config(preset=preset, resolution=resolution, channel_base=channel_base,
-                                          channel_max=channel_max, z_dim=z_dim, w_dim=w_dim,
-                                          mapping_layers=mapping_layers, attr_resolution=attr_resolution,
-                                          recognizer=recognizer)
+        # with --init-stylegan the file decides the generator (the trainer reads its weights again)
+        model_config, _ = new_model_config(
+            init_stylegan=init_stylegan, preset=preset, resolution=resolution, attr_resolution=attr_resolution,
+            recognizer=recognizer, channel_base=channel_base, channel_max=channel_max, z_dim=z_dim, w_dim=w_dim,
+            mapping_layers=mapping_layers)
         config = build_train_config(
             data_dir=data_dir, out=out, model_config=model_config, init=init, recognizer_weights=recognizer_weights,
+            init_stylegan=init_stylegan,
             steps=steps, batch_size=batch_size, lr_g=lr_g, lr_d=lr_d, beta1=beta1, beta2=beta2, r1_gamma=r1_gamma,
             r1_interval=r1_interval, ema_kimg=ema_kimg, ema_rampup=ema_rampup or None, momentum=momentum,
             temperature=temperature, same_identity_prob=same_identity_prob, deid_prob=deid_prob,

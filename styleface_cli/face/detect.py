@@ -177,8 +177,9 @@ def _session(model: bytes | str, threads: int):
     """
     import onnxruntime
 
-    available = onnxruntime.get_available_providers()
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    from styleface_cli.face.providers import detector_providers
+
+    providers = detector_providers()
     options = onnxruntime.SessionOptions()
     if threads > 0 or providers[0] == "CPUExecutionProvider":
         options.intra_op_num_threads = max(threads, 1)

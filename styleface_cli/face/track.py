@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import threading
 
 import numpy as np
 
@@ -27,22 +26,16 @@ from styleface_cli.errors import ConfigError
 from styleface_cli.records import Detection, FaceRegion, FrameFaces, RegionSource
 
 
-def preload_filters() -> threading.Thread:
-    """Import filterpy and scipy's assignment solver on a background thread, now.
+def import_filters() -> None:
+    """Import scipy's assignment solver now, on the calling thread (the main one, at start-up).
 
-    Importing filterpy pulls in scipy.stats: about 1 s of CPU, which at the top of this module would be
-    start-up time with one core idle, and on the tracking thread at its first track would hold the
-    detector's work back for as long. Started while the detector model loads and the first frames decode,
-    it overlaps with them; a later ``import`` of the same modules just waits for it to finish.
+    It costs a few hundred ms of CPU. It used to be imported (with filterpy, now replaced by ``SortFilter``)
+    on a background thread while the detector loaded, but Python imports on two threads at once are not
+    safe (numpy.ma's import failed once in about 100 runs with "dictionary changed size during
+    iteration"), and the pipeline's stage threads start right after. So it runs before any other thread
+    exists; the tracker's own late import then only looks the module up.
     """
-
-    def load() -> None:
-        import filterpy.kalman  # noqa: F401
-        import scipy.optimize  # noqa: F401
-
-    thread = threading.Thread(target=load, name="styleface-import", daemon=True)
-    thread.start()
-    return thread
+    import scipy.optimize  # noqa: F401
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -115,6 +108,7 @@ def _from_box_frame(relative: np.ndarray, box: np.ndarray) -> np.ndarray:
 _F = np.eye(7)
 _F[0, 4] = _F[1, 5] = _F[2, 6] = 1.0
 _H = np.eye(4, 7)
+_I7 = np.eye(7)
 
 
 def _inverse_of_diagonal(s: np.ndarray) -> np.ndarray:
@@ -123,6 +117,43 @@ def _inverse_of_diagonal(s: np.ndarray) -> np.ndarray:
     measured quantities never share a covariance entry. A quarter of the cost of ``np.linalg.inv``, and
     ``update`` runs for every face in every frame."""
     return np.diag(1.0 / np.diag(s))
+
+
+class SortFilter:
+    """SORT's Kalman filter (Bewley et al., sort.py) on the state [7, 1] = (cx, cy, area, aspect, and the
+    velocities of the first three), measuring [4, 1] = (cx, cy, area, aspect); with SORT's noise settings.
+
+    The equations are filterpy's ``KalmanFilter`` (which sort.py uses; a test checks they agree), written
+    out here because importing filterpy pulls in scipy.stats: about 0.7 s of start-up for 20 lines.
+    """
+
+    F = _F  # [7, 7] constant-velocity transition (shared, never written)
+    H = _H  # [4, 7] measurement
+
+    def __init__(self, z: np.ndarray) -> None:
+        self.x = np.zeros((7, 1))  # [7, 1] state
+        self.x[:4] = z
+        self.P = np.eye(7)  # [7, 7] state covariance
+        self.P[4:, 4:] *= 1000.0  # the first velocity is unknown
+        self.P *= 10.0
+        self.Q = np.eye(7)  # [7, 7] process noise
+        self.Q[-1, -1] *= 0.01
+        self.Q[4:, 4:] *= 0.01
+        self.R = np.eye(4)  # [4, 4] measurement noise
+        self.R[2:, 2:] *= 10.0
+
+    def predict(self) -> None:
+        self.x = self.F @ self.x
+        self.P = (self.F @ self.P) @ self.F.T + self.Q
+
+    def update(self, z: np.ndarray) -> None:
+        """Correct the state with the measurement ``z`` [4, 1] (Joseph form, as filterpy)."""
+        y = z - self.H @ self.x
+        pht = self.P @ self.H.T
+        gain = pht @ _inverse_of_diagonal(self.H @ pht + self.R)  # [7, 4] (S is diagonal: see there)
+        self.x = self.x + gain @ y
+        i_kh = _I7 - gain @ self.H
+        self.P = (i_kh @ self.P) @ i_kh.T + (gain @ self.R) @ gain.T
 
 
 class _Track:
@@ -141,21 +172,7 @@ class _Track:
         # relative to the box, so they move with whatever box carries them.
         self.smooth_box = box.astype(np.float64)
         self.smooth_landmarks = None if detection.landmarks is None else _to_box_frame(detection.landmarks, box)
-        # SORT's filter, with SORT's noise settings (Bewley et al., sort.py). filterpy is imported here,
-        # not at the top (see preload_filters).
-        from filterpy.kalman import KalmanFilter
-
-        kf = KalmanFilter(dim_x=7, dim_z=4)
-        kf.F = _F.copy()
-        kf.H = _H.copy()
-        kf.R[2:, 2:] *= 10.0
-        kf.P[4:, 4:] *= 1000.0  # the first velocity is unknown
-        kf.P *= 10.0
-        kf.Q[-1, -1] *= 0.01
-        kf.Q[4:, 4:] *= 0.01
-        kf.x[:4] = _box_to_z(box)
-        kf.inv = _inverse_of_diagonal
-        self.kf = kf
+        self.kf = SortFilter(_box_to_z(box))
 
     def predict(self) -> None:
         x = self.kf.x
@@ -326,7 +343,7 @@ class Tracker:
             return [], list(range(len(boxes)))
         predicted = np.stack([_x_to_box(t.kf.x) for t in self._tracks])  # [T, 4]
         iou = iou_matrix(predicted, np.stack(boxes))  # [T, D]
-        from scipy.optimize import linear_sum_assignment  # imported late, like filterpy (see preload_filters)
+        from scipy.optimize import linear_sum_assignment  # imported late (see import_filters)
 
         rows, cols = linear_sum_assignment(-iou)
         keep = iou[rows, cols] >= max(self._cfg.iou_threshold, 1e-9)

@@ -6,7 +6,9 @@ Public API (stable; the video pipeline and the training loop build on it). Image
 Model and config (``styleface.py``)::
 
     StyleFaceConfig(resolution=1024, channel_base=32768, channel_max=512, z_dim=512, w_dim=512,
-                    mapping_layers=8, attr_resolution=512, recognizer='iresnet100', version=1)  # frozen
+                    mapping_layers=8, attr_resolution=512, recognizer='iresnet100', version=1,
+                    channels=None, conv_clamp=256)  # frozen; channels: explicit per-block table
+    config.block_channels -> {4: c4, ..., resolution: c}      # generator (and discriminator) channels
     StyleFaceConfig.preset(resolution) -> StyleFaceConfig       # paper scale, resolution 256 | 512 | 1024
     StyleFaceConfig.tiny(resolution=32) -> StyleFaceConfig      # tests and smoke runs
     config.num_ws; config.to_dict(); StyleFaceConfig.from_dict(d)
@@ -35,18 +37,27 @@ Checkpoints (``weights.py``; one ``.safetensors`` file, config in its metadata, 
 
     save_checkpoint(path, model) -> Path                        # atomic
     load_checkpoint(path, device='cpu') -> StyleFace            # eval mode; WeightsError on any mismatch
-    init_checkpoint(config, path, seed=0) -> StyleFace
+    init_checkpoint(config, path, seed=0, *, recognizer_weights=None, stylegan=None) -> StyleFace
     read_checkpoint_config(path) -> StyleFaceConfig
-    load_recognizer_weights(model.recognizer, path)             # arcface_torch or CurricularFace/TFace
+    load_recognizer_weights(model.recognizer, path)             # arcface_torch, CurricularFace/TFace, or an
+                                                                # insightface ONNX pack file (recognizer_onnx)
     load_state_dict_strict(module, state, *, what)              # e.g. for the discriminator
+
+Pretrained StyleGAN2 (``stylegan_import.py``; NVlabs pickles through a restricted unpickler, rosinality .pt)::
+
+    weights = read_stylegan(path)                               # StyleGANWeights(arch, generator, discriminator)
+    weights = crop_to(weights, resolution)                      # keep blocks 4 ... resolution
+    config = styleface_config_for(weights.arch, StyleFaceConfig.preset(weights.arch.resolution))
+    init_checkpoint(config, out, stylegan=weights)              # mapping + synthesis from the file
+    build_generator(weights), build_discriminator(weights)      # the plain networks with its weights
 
 Training-only networks and building blocks::
 
     Discriminator(img_resolution, img_channels=3, channel_base=32768, channel_max=512, conv_clamp=256,
-                  mbstd_group_size=4)
+                  mbstd_group_size=4, channels=None)
     discriminator(img) -> logits [N, 1]; discriminator(img, return_features=True) -> (logits, features)
                                                                 # features: highest resolution first
-    Generator(z_dim, w_dim, img_resolution, ...)                # plain StyleGAN2 z -> image
+    Generator(z_dim, w_dim, img_resolution, ..., channels=None, conv_clamp=256)  # plain StyleGAN2 z -> image
     set_kernel_policy(module, 'auto' | 'compiled' | 'ref')      # custom-op policy of every layer
 
 Errors: ``ConfigError`` for invalid sizes / options, ``WeightsError`` for bad checkpoints,

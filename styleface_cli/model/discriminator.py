@@ -15,6 +15,7 @@ size ``feature_resolutions[i]``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -140,6 +141,7 @@ class Discriminator(nn.Module):
         channel_max: int = 512,  # maximum channels
         conv_clamp: float | None = 256,  # clamp conv outputs to +-X; None = no clamp
         mbstd_group_size: int | None = 4,  # see MinibatchStdLayer
+        channels: Mapping[int, int] | None = None,  # explicit {res: channels} for res 4 ... img_resolution
     ):
         super().__init__()
         if img_resolution < 8 or img_resolution & (img_resolution - 1):
@@ -147,7 +149,12 @@ class Discriminator(nn.Module):
         self.img_resolution = img_resolution
         self.img_channels = img_channels
         self.block_resolutions = [2**i for i in range(int(math.log2(img_resolution)), 2, -1)]
-        channels = {res: min(channel_base // res, channel_max) for res in self.block_resolutions + [4]}
+        if channels is None:
+            channels = {res: min(channel_base // res, channel_max) for res in self.block_resolutions + [4]}
+        elif not set(self.block_resolutions + [4]) <= set(channels):
+            raise ConfigError(f"channel table {dict(channels)} does not cover resolutions 4 ... {img_resolution}")
+        self.channels = {res: int(channels[res]) for res in self.block_resolutions + [4]}
+        channels = self.channels
         for res in self.block_resolutions:
             block = DiscriminatorBlock(
                 channels[res] if res < img_resolution else 0, channels[res], channels[res // 2], resolution=res,

@@ -167,12 +167,17 @@ class SynthesisNetwork(nn.Module):
         channel_max: int = 512,  # maximum channels of any block
         conv_clamp: float | None = 256,  # clamp conv outputs to +-X; None = no clamp
         fused_modconv_default: bool | str = "inference_only",  # see SynthesisBlock
+        channels: Mapping[int, int] | None = None,  # explicit {res: channels} table; overrides base/max
     ):
         super().__init__()
         self.w_dim = w_dim
         self.img_resolution = _check_resolution(img_resolution)
         self.img_channels = img_channels
         self.channels = block_channels(img_resolution, channel_base, channel_max)
+        if channels is not None:  # an imported StyleGAN2 whose channel table follows no base/max rule
+            if sorted(channels) != sorted(self.channels):
+                raise ConfigError(f"channel table {dict(channels)} does not cover resolutions {list(self.channels)}")
+            self.channels = {res: int(channels[res]) for res in self.channels}
         if min(self.channels.values()) < 1:
             raise ConfigError(f"channel_base {channel_base} leaves no channels at resolution {img_resolution}")
         self.block_resolutions = list(self.channels)
@@ -226,6 +231,8 @@ class Generator(nn.Module):
         mapping_layers: int = 8,  # FC layers of the mapping network
         channel_base: int = 32768,  # see SynthesisNetwork
         channel_max: int = 512,  # see SynthesisNetwork
+        channels: Mapping[int, int] | None = None,  # see SynthesisNetwork
+        conv_clamp: float | None = 256,  # see SynthesisNetwork
     ):
         super().__init__()
         self.z_dim = z_dim
@@ -233,7 +240,8 @@ class Generator(nn.Module):
         self.img_resolution = img_resolution
         self.img_channels = img_channels
         self.synthesis = SynthesisNetwork(
-            w_dim, img_resolution, img_channels, channel_base=channel_base, channel_max=channel_max
+            w_dim, img_resolution, img_channels, channel_base=channel_base, channel_max=channel_max,
+            conv_clamp=conv_clamp, channels=channels,
         )
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim, w_dim, num_ws=self.num_ws, num_layers=mapping_layers)

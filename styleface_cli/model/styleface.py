@@ -34,6 +34,7 @@ __all__ = ["CONFIG_VERSION", "PARTS", "StyleFace", "StyleFaceConfig", "part_of"]
 CONFIG_VERSION = 1  # bump when the network layout for a given config changes
 PARTS = ("recognizer", "projector", "mapping", "attributes", "injection", "synthesis")
 MIN_RESOLUTION, MAX_RESOLUTION = 8, 1024
+_ADDED_FIELDS = ("channels", "conv_clamp")  # config fields newer than format 1; optional when reading
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +50,10 @@ class StyleFaceConfig:
     attr_resolution: int = 512  # input resolution of the attribute U-Net (<= resolution)
     recognizer: str = "iresnet100"  # 'tiny' | 'iresnet50' | 'iresnet100'
     version: int = CONFIG_VERSION  # network layout version
+    # Added for imported StyleGAN2 networks (``stylegan_import``); absent from older checkpoints, which
+    # read with these defaults (``from_dict``).
+    channels: tuple[int, ...] | None = None  # generator channels of blocks 4, 8, ..., resolution; None = base/max rule
+    conv_clamp: float | None = 256  # clamp of the synthesis (and discriminator) convolutions; None = none
 
     def __post_init__(self) -> None:
         def power_of_two(name: str, value: Any, low: int, high: int) -> None:
@@ -65,6 +70,16 @@ class StyleFaceConfig:
             raise ConfigError(f"channel_base {self.channel_base} leaves no channels at resolution {self.resolution}")
         if self.recognizer not in RECOGNIZER_ARCHS:
             raise ConfigError(f"unknown recognizer {self.recognizer!r}; expected one of {', '.join(RECOGNIZER_ARCHS)}")
+        if self.channels is not None:
+            channels = tuple(self.channels)
+            object.__setattr__(self, "channels", channels)  # a JSON list -> tuple, so the config stays hashable
+            if len(channels) != num_ws_for(self.resolution) // 2 or not all(
+                isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in channels
+            ):
+                raise ConfigError(f"channels must list one positive integer per block 4 ... {self.resolution}, "
+                                  f"got {list(channels)}")
+        if self.conv_clamp is not None and not (isinstance(self.conv_clamp, (int, float)) and self.conv_clamp > 0):
+            raise ConfigError(f"conv_clamp must be positive or None, got {self.conv_clamp!r}")
         if self.version != CONFIG_VERSION:
             raise ConfigError(f"config version {self.version!r} is not supported (this build reads {CONFIG_VERSION})")
 
@@ -85,15 +100,29 @@ class StyleFaceConfig:
     def num_ws(self) -> int:
         return num_ws_for(self.resolution)
 
+    @property
+    def block_channels(self) -> dict[int, int]:
+        """Generator feature channels per block ``{4: c4, ..., resolution: c}`` (the discriminator uses the same)."""
+        if self.channels is not None:
+            return {2 ** (i + 2): c for i, c in enumerate(self.channels)}
+        return block_channels(self.resolution, self.channel_base, self.channel_max)
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """All fields, except the added ones (``_ADDED_FIELDS``) at their defaults: a network that does not use
+        them writes the same config as before they existed (and older builds can read it)."""
+        data = dataclasses.asdict(self)
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name in _ADDED_FIELDS:
+            if data[name] == defaults[name]:
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StyleFaceConfig:
         """Inverse of ``to_dict``; unknown or missing fields raise ``ConfigError``."""
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - fields)
-        missing = sorted(fields - set(data))
+        missing = sorted(fields - set(data) - set(_ADDED_FIELDS))
         if unknown or missing:
             raise ConfigError(f"config fields do not match: unknown {unknown}, missing {missing}")
         return cls(**dict(data))
@@ -124,11 +153,10 @@ class StyleFace(nn.Module):
         super().__init__()
         self.config = config
         self.freeze_recognizer = freeze_recognizer
-        gen_channels = block_channels(config.resolution, config.channel_base, config.channel_max)
+        gen_channels = config.block_channels
         self.recognizer: IResNet = build_recognizer(config.recognizer)
         self.synthesis = SynthesisNetwork(
-            config.w_dim, config.resolution, img_channels=3,
-            channel_base=config.channel_base, channel_max=config.channel_max,
+            config.w_dim, config.resolution, img_channels=3, channels=gen_channels, conv_clamp=config.conv_clamp,
         )
         self.projector = IdentityProjector(
             in_channels=self.recognizer.feature_channels, in_size=self.recognizer.feature_size,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -28,7 +29,10 @@ from torch import nn
 from styleface_cli.errors import ConfigError, OutputError, WeightsError
 from styleface_cli.model.recognizer import IResNet, convert_ir_backbone_state_dict
 from styleface_cli.model.styleface import StyleFace, StyleFaceConfig
-from styleface_cli.video.atomic import atomic_output
+from styleface_cli.atomic import atomic_output
+
+if TYPE_CHECKING:
+    from styleface_cli.model.stylegan_import import StyleGANWeights
 
 __all__ = [
     "CONFIG_KEY",
@@ -113,14 +117,22 @@ def init_checkpoint(
     seed: int = 0,
     *,
     recognizer_weights: str | Path | None = None,
+    stylegan: StyleGANWeights | None = None,
 ) -> StyleFace:
     """Write a randomly initialised network of ``config`` (reproducible by ``seed``) to ``path``; returns it.
 
     recognizer_weights: pretrained recognizer weights to load first (see ``load_recognizer_weights``).
+    stylegan: an imported StyleGAN2 (``stylegan_import.read_stylegan``, cropped to ``config.resolution``)
+        whose mapping and synthesis networks replace the random ones (``config`` must come from
+        ``stylegan_import.styleface_config_for``).
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = StyleFace(config)
+    if stylegan is not None:
+        from styleface_cli.model.stylegan_import import load_stylegan_into
+
+        load_stylegan_into(model, stylegan)
     if recognizer_weights is not None:
         load_recognizer_weights(model.recognizer, recognizer_weights)
     save_checkpoint(path, model)
@@ -194,12 +206,19 @@ def read_third_party_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_recognizer_weights(recognizer: IResNet, path: str | Path) -> None:
-    """Load arcface_torch (``conv1.*``, ``layer1.*``) or TFace / CurricularFace / face.evoLVe
-    (``input_layer.*``, ``body.*``) weights into ``recognizer``, strictly (``WeightsError`` on mismatch).
+    """Load arcface_torch (``conv1.*``, ``layer1.*``), TFace / CurricularFace / face.evoLVe
+    (``input_layer.*``, ``body.*``) weights, or an insightface ONNX recognizer (``w600k_r50.onnx``,
+    ``glintr100.onnx``; ``recognizer_onnx``) into ``recognizer``, strictly (``WeightsError`` on mismatch).
 
     To put them into a StyleFace checkpoint: ``load_recognizer_weights(model.recognizer, path)``, then
     ``save_checkpoint(out, model)``.
     """
+    if Path(path).suffix.lower() == ".onnx":  # an insightface model pack's recognizer (mapped by graph position)
+        from styleface_cli.model.recognizer_onnx import iresnet_state_from_onnx
+
+        state = iresnet_state_from_onnx(path, recognizer)
+        load_state_dict_strict(recognizer, state, what=f"recognizer weights {path}")
+        return
     state = read_third_party_state_dict(path)
     if "input_layer.0.weight" in state:
         state = convert_ir_backbone_state_dict(state, recognizer.layers)

@@ -57,6 +57,7 @@ __all__ = [
     "cache_key",
     "default_cache_dir",
     "device_kind",
+    "find_cached",
     "plugin_for",
     "resolve_policy",
     "source_files",
@@ -137,6 +138,15 @@ def cache_key(files: list[Path], kind: str) -> str:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     digest.update(f"{kind}\0torch {torch.__version__}\0python {platform.python_version()}".encode())
     return digest.hexdigest()[:20]
+
+
+def find_cached(name: str, kind: str, *, source_dir: Path | None = None, cache_dir: Path | None = None) -> Path | None:
+    """The published build of kernel ``name`` for device kind ``kind`` that the current sources would load,
+    or None; reads only (``styleface doctor``). Raises :class:`KernelBuildError` when the sources are missing."""
+    files = source_files(name, kind, source_dir)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    published = cache_dir / f"{name}-{kind}-{cache_key(files, kind)}"
+    return published if (published / _MANIFEST).is_file() else None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -47,6 +47,8 @@ class TrainConfig:
     #                                       ``init`` and on resume (the file's own config wins)
     init: Path | None = None  # start from this StyleFace checkpoint (.safetensors) instead of random weights
     recognizer_weights: Path | None = None  # arcface_torch / CurricularFace weights for the frozen recogniser
+    init_stylegan: Path | None = None  # start mapping, synthesis and discriminator from this StyleGAN2 file;
+    #                                    ``model`` must then be ``stylegan_import.styleface_config_for`` of it
     steps: int = 200_000  # optimiser steps in total (a resumed run continues up to this number)
     batch_size: int = 8  # per process
     lr_g: float = 0.0025  # Adam learning rate of the generator (stylegan2-ada paper256/512)
@@ -99,6 +101,9 @@ class TrainConfig:
             raise ConfigError("--sample-every, --keep-checkpoints, --workers and --fm-layers must not be negative")
         if any(w < 0 for w in dataclasses.asdict(self.weights).values()):
             raise ConfigError("loss weights must not be negative")
+        if self.init is not None and self.init_stylegan is not None:
+            raise ConfigError("--init and --init-stylegan exclude each other: start from a StyleFace checkpoint "
+                              "or from a StyleGAN2")
         if self.kernels is not None and self.kernels not in ("auto", "compiled", "ref"):
             raise ConfigError(f"--kernels must be auto, compiled or ref, got {self.kernels!r}")
 

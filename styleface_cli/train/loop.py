@@ -71,10 +71,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from styleface_cli.atomic import atomic_output
 from styleface_cli.errors import ConfigError, InputError, OutputError, WeightsError
 from styleface_cli.face import align
 from styleface_cli.model import (Discriminator, StyleFace, StyleFaceConfig, load_checkpoint, load_recognizer_weights,
-                                 save_checkpoint, set_kernel_policy)
+                                 load_state_dict_strict, save_checkpoint, set_kernel_policy)
+from styleface_cli.model.stylegan_import import crop_to, load_stylegan_into, read_stylegan, styleface_config_for
 from styleface_cli.ops.build import resolve_policy
 from styleface_cli.train import TrainConfig, data, losses
 
@@ -94,10 +96,11 @@ class Distributed:
     world_size: int
     local_rank: int
     device: torch.device
+    launched: bool = False  # started by torchrun (a process group exists, even of one process)
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.launched
 
     @property
     def is_main(self) -> bool:
@@ -105,7 +108,13 @@ class Distributed:
 
 
 def init_distributed(device: str) -> Distributed:
-    """Join torchrun's process group when launched by it (``WORLD_SIZE`` > 1), else a single process."""
+    """Join torchrun's process group when launched by it, else a single process.
+
+    A torchrun launch of one process (``--nproc_per_node 1``) joins a process group too, so the DDP
+    wrappers and NCCL collectives of a multi-GPU run are exercised on a single GPU (the GPU check does
+    exactly that); a plain ``styleface train`` has no ``WORLD_SIZE`` and runs without them.
+    """
+    launched = "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -117,9 +126,9 @@ def init_distributed(device: str) -> Distributed:
         dev = torch.device("cuda", local_rank)
     else:
         dev = torch.device("cpu")
-    if world_size > 1 and not torch.distributed.is_initialized():
+    if launched and not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://")
-    return Distributed(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+    return Distributed(rank=rank, world_size=world_size, local_rank=local_rank, device=dev, launched=launched)
 
 
 def _all_reduce_mean(tensor: torch.Tensor, dist: Distributed) -> torch.Tensor:
@@ -203,16 +212,28 @@ class Trainer:
         self.dist = dist
         device = dist.device
         torch.manual_seed(config.seed)  # identical initialisation on every rank (DDP also broadcasts rank 0's)
+        stylegan = None
         if config.init is not None:
             self.G = load_checkpoint(config.init, device)
         else:
-            self.G = StyleFace(model_config or config.model or StyleFaceConfig.preset(256)).to(device)
+            self.G = StyleFace(model_config or config.model or StyleFaceConfig.preset(256))
+            if config.init_stylegan is not None and model_config is None:  # not on resume: the state wins
+                stylegan = _read_stylegan_for(config.init_stylegan, self.G.config)
+                load_stylegan_into(self.G, stylegan)
+            self.G = self.G.to(device)
         if config.recognizer_weights is not None:
             load_recognizer_weights(self.G.recognizer, config.recognizer_weights)
         self.G.train()
         mc = self.G.config
         policy = resolve_policy(config.kernels)
-        self.D = Discriminator(mc.resolution, channel_base=mc.channel_base, channel_max=mc.channel_max).to(device)
+        # D has the generator's channel table (one table in the config; an imported D must agree with its G)
+        self.D = Discriminator(mc.resolution, channels=mc.block_channels, conv_clamp=mc.conv_clamp)
+        self.stylegan_discriminator = stylegan is not None and stylegan.discriminator is not None
+        if self.stylegan_discriminator:
+            state = self.D.state_dict()
+            state.update(stylegan.discriminator)  # a cropped file leaves the new fromrgb at its initialisation
+            load_state_dict_strict(self.D, state, what=f"discriminator of {config.init_stylegan}")
+        self.D = self.D.to(device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.momentum_projector = copy.deepcopy(self.G.projector).eval().requires_grad_(False)
         for module in (self.G, self.D, self.G_ema, self.momentum_projector):
@@ -395,6 +416,16 @@ class Trainer:
                 "keys_list": total([self.keys_list]), "w_avg": total([self.G.projector.mapping.w_avg])}
 
 
+def _read_stylegan_for(path: Path, model_config: StyleFaceConfig):
+    """The StyleGAN2 file cropped to the model's resolution; ``ConfigError`` when ``model_config`` is not
+    the config that file gives (``styleface train`` builds it with ``styleface_config_for``)."""
+    stylegan = crop_to(read_stylegan(path), model_config.resolution)
+    expected = styleface_config_for(stylegan.arch, model_config)
+    if expected != model_config:
+        raise ConfigError(f"the model config does not match {path}: expected {expected}, got {model_config}")
+    return stylegan
+
+
 def _nan_to_num_grads(module: nn.Module) -> None:
     """As stylegan2-ada: a non-finite gradient (rare; AMP overflow) becomes finite instead of poisoning Adam."""
     for p in module.parameters():
@@ -426,14 +457,11 @@ def save_training_state(path: Path, trainer: Trainer) -> None:
         state = trainer.state_dict()
         state["rng"] = gathered
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
         try:
-            torch.save(state, tmp)
-            os.replace(tmp, path)
+            with atomic_output(path) as tmp:
+                torch.save(state, tmp)
         except OSError as error:
             raise OutputError(f"cannot write {path}: {error}") from error
-        finally:
-            tmp.unlink(missing_ok=True)
     if trainer.dist.enabled:
         torch.distributed.barrier()
 
@@ -592,7 +620,9 @@ def _run(config: TrainConfig, dist: Distributed, on_step: StepCallback | None,
                 "random streams restart from the saved rank-0 stream")
         trainer.set_rng_state(rng[dist.rank] if dist.rank < len(rng) else rng[0])
         say(f"resumed from {states[-1]} at step {trainer.step}")
-    elif config.recognizer_weights is None and config.init is None:
+    elif not trainer.stylegan_discriminator and config.init_stylegan is not None:
+        say(f"warning: {config.init_stylegan} has no discriminator: D starts from random weights")
+    if state is None and config.recognizer_weights is None and config.init is None:
         say("warning: no --recognizer-weights: the identity loss and projector use a randomly initialised "
             "recognizer (fine for smoke tests, useless for a real model)")
     if dist.is_main:

@@ -9,8 +9,12 @@ fitted to the detector's five landmarks:
   projector read (sources and contrastive keys).
 
 ``records.jsonl`` gets one line per source file (photo or video) as soon as that file is done, which makes
-the run resumable: a second run skips every source that already has a line. ``index.json`` is rebuilt
-from all the lines at the end of every run and is what ``train.data`` reads; it lists the identities
+the run resumable: a second run skips every source that already has a line. With ``--shard K/N`` (N
+machines or jobs splitting one source folder into one output folder, no coordination) a run takes only
+the sources whose path hashes to shard K (``inputs.shard_of``) and writes its lines to its own
+``records-K-of-N.jsonl``, so no two writers share a file. ``index.json`` is rebuilt from the lines of
+every records file at the end of every run (the shard that finishes last indexes everything) and is
+what ``train.data`` reads; it lists the identities
 (only those with at least one usable face), the samples (with the landmarks in the aligned frame) and
 every skipped picture with its reason.
 
@@ -30,16 +34,20 @@ import multiprocessing
 import os
 import re
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import cv2
 import numpy as np
 
+from styleface_cli.atomic import atomic_write_text
 from styleface_cli.config import DetectConfig
 from styleface_cli.errors import ConfigError, InputError, OutputError
 from styleface_cli.face import align
-from styleface_cli.inputs import VIDEO_SUFFIXES
+from styleface_cli.inputs import VIDEO_SUFFIXES, shard_of
 from styleface_cli.records import Detection
+
+if TYPE_CHECKING:
+    from styleface_cli.cluster import RayConfig
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 VIDEO_EXTENSIONS = frozenset(VIDEO_SUFFIXES)
@@ -62,6 +70,8 @@ class PrepareConfig:
     min_face: int = 64  # faces whose shorter box side is below this (pixels) are skipped
     similar_face_ratio: float = 0.5  # a second face with at least this share of the largest's area -> ambiguous
     detect: DetectConfig = DetectConfig(threshold=0.5)  # training data wants sure faces, not every face
+    shard: tuple[int, int] | None = None  # (K, N): only the sources of shard K of N
+    ray: "RayConfig | None" = None  # run the sources on Ray actors (styleface_cli.cluster) instead of workers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,14 +159,17 @@ def prepare_data(*, config: PrepareConfig, on_progress: Callable[[int, int], Non
     if config.workers < 1 or config.video_every < 1:
         raise ConfigError("--workers and --video-every must be at least 1")
     sources = discover_sources(config.src_dir, config.identity_from_name)
+    if config.shard is not None:
+        index, count = config.shard
+        sources = [s for s in sources if shard_of(s.path.as_posix(), count) == index]
     out = config.out_dir
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OutputError(f"cannot create {out}: {error}") from error
     _check_settings(out / SETTINGS_NAME, config)
-    records_path = out / RECORDS_NAME
-    done = {record["source"] for record in read_records(records_path)}
+    records_path = out / records_name(config.shard)
+    done = {record["source"] for record in read_all_records(out)}
     todo = [s for s in sources if s.path.as_posix() not in done]
     if on_progress:
         on_progress(0, len(todo))
@@ -168,7 +181,7 @@ def prepare_data(*, config: PrepareConfig, on_progress: Callable[[int, int], Non
             records.flush()
             if on_progress:
                 on_progress(count, len(todo))
-    index = build_index(read_records(records_path), config.resolution)
+    index = build_index(read_all_records(out), config.resolution)
     _atomic_write_json(out / INDEX_NAME, index)
     return PrepareSummary(
         sources=len(sources), processed=len(todo), already_done=len(sources) - len(todo),
@@ -193,6 +206,17 @@ def _last_byte(path: Path) -> bytes:
     with open(path, "rb") as f:
         f.seek(-1, os.SEEK_END)
         return f.read(1)
+
+
+def records_name(shard: tuple[int, int] | None) -> str:
+    """``records.jsonl``, or ``records-K-of-N.jsonl`` for shard K of N."""
+    return RECORDS_NAME if shard is None else f"records-{shard[0]}-of-{shard[1]}.jsonl"
+
+
+def read_all_records(out_dir: Path) -> list[dict]:
+    """The lines of every records file in ``out_dir`` (the unsharded one and each shard's)."""
+    paths = sorted(out_dir.glob("records-*-of-*.jsonl"))
+    return [record for path in [out_dir / RECORDS_NAME, *paths] for record in read_records(path)]
 
 
 def read_records(path: Path) -> list[dict]:
@@ -232,9 +256,7 @@ def build_index(records: list[dict], resolution: int) -> dict:
 
 
 def _atomic_write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(value, indent=1))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -242,7 +264,12 @@ def _atomic_write_json(path: Path, value: dict) -> None:
 
 
 def _run(todo: list[Source], config: PrepareConfig) -> Iterator[list[dict]]:
-    """Records of each source, in completion order, from ``config.workers`` processes."""
+    """Records of each source, in completion order, from ``config.workers`` processes (or Ray actors)."""
+    if config.ray is not None and todo:
+        from styleface_cli.cluster import run_prepare
+
+        yield from run_prepare(todo, config)
+        return
     if config.workers == 1 or len(todo) <= 1:
         _init_worker(config)
         yield from map(_process_source, todo)

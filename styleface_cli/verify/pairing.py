@@ -3,9 +3,10 @@
 - two files: that pair;
 - two folders: every media file under ORIGINAL with the file at the same relative path under ANONYMIZED,
   or, when there is none, styleface's own output name ``<stem>_anonymized<ext>`` there;
-- ``--report run.jsonl``: every line of a dataset run's report whose ``status`` is ``"ok"`` (each line a JSON
-  object with at least ``input`` and ``output``); relative paths are taken from the current folder, else
-  from the report's folder.
+- ``--report run.jsonl``: every input of a dataset run (``styleface anonymize --report``, records described in
+  ``styleface_cli/report.py``) whose last record's ``status`` is ``"ok"`` (each line a JSON object with at
+  least ``input``, ``output`` and ``status``); relative paths are taken from the current folder, else from
+  the report's folder. (A WebDataset tar shard is not a video or photo: its pair fails as unreadable.)
 
 A pair whose output is missing is still listed (its audit fails with that reason): a dataset that lost a
 file must not pass.
@@ -50,22 +51,29 @@ def pairs_from_paths(original: Path, anonymized: Path) -> list[Pair]:
 
 
 def pairs_from_report(report: Path) -> list[Pair]:
+    """The (input, output) of the last record of each input (its ``key``, else its ``input``) whose status is
+    "ok", in report order; a torn last line (a crashed run) is ignored, as ``--resume`` does."""
     report = Path(report)
     try:
-        lines = report.read_text(encoding="utf-8").splitlines()
+        lines = report.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
     except OSError as error:
         raise InputError(f"{report}: cannot read the run report ({error.strerror or error})") from None
-    pairs = []
+    latest: dict[str, dict] = {}
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-            status, source, output = record.get("status"), record["input"], record["output"]
+            key = record.get("key") or record["input"]
+            record["output"], record.get("status")
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            if number == len(lines) and not line.rstrip().endswith("}"):
+                continue  # the line a crash cut short
             raise InputError(f"{report}:{number}: not a run-report line (a JSON object with input, output and status)") from None
-        if status == "ok" and source and output:
-            pairs.append(Pair(_resolve(source, report), _resolve(output, report)))
+        latest.pop(key, None)  # a later record of the same input replaces it (and moves it to the end)
+        latest[key] = record
+    pairs = [Pair(_resolve(record["input"], report), _resolve(record["output"], report))
+             for record in latest.values() if record.get("status") == "ok" and record["input"] and record["output"]]
     if not pairs:
         raise InputError(f"{report}: no successful (status \"ok\") pairs to verify")
     return pairs

@@ -5,7 +5,11 @@ length of the video. Timestamps are passed through untouched: a variable-frame-r
 variable. Images stay in their stored orientation; ``VideoInfo.rotation`` says how to turn them.
 
 Every way an input can be unusable ends in a one-line ``InputError``: missing, empty, not a media
-file, no video stream, undecodable, or truncated (fewer frames than the container's index lists).
+file, no video stream, frames above the pixel limit (checked from the container's header, before any
+frame is decoded), undecodable, or truncated. Truncation is judged the same way for every container, by
+what it declares: fewer frames than its index lists (MP4/MOV), fewer than its header promises (AVI),
+an end well before its declared duration (Matroska/WebM tags, any stream duration), or a damaged packet
+at the very end of the data.
 """
 
 from __future__ import annotations
@@ -18,26 +22,29 @@ from pathlib import Path
 import av
 import av.error
 
+from styleface_cli.config import DEFAULT_MAX_PIXELS
 from styleface_cli.errors import InputError
 from styleface_cli.records import Frame, VideoInfo
-from styleface_cli.video.atomic import check_input_file
+from styleface_cli.atomic import check_input_file
 from styleface_cli.video.pixels import YuvPixels, frame_to_rgb, keeps_planes
 
-# How much earlier than its declared duration a stream without a frame index (Matroska, WebM)
-# may end before it counts as truncated: a little more than the last frame may be missing from
-# the count when the container rounds, but a cut-off download loses whole seconds.
+# How much earlier than it declares a stream without an exact frame index (AVI, Matroska, WebM, ...)
+# may end before it counts as truncated: declared counts and durations are rounded, and AVI counts
+# dropped-frame placeholders that decode to nothing, but a cut-off download loses whole seconds.
 _TRUNCATION_TOLERANCE_S = 0.5
 
 
-def probe(path: Path) -> VideoInfo:
+def probe(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> VideoInfo:
     """Open ``path``, read its ``VideoInfo`` (decoding only the first frame), close it."""
-    with open_video(path) as reader:
+    with open_video(path, max_pixels) as reader:
         return reader.info
 
 
-def open_video(path: Path) -> VideoReader:
-    """Open a video for reading; use as a context manager and iterate it for ``Frame`` records."""
-    return VideoReader(Path(path))
+def open_video(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> VideoReader:
+    """Open a video for reading; use as a context manager and iterate it for ``Frame`` records.
+
+    Frames above ``max_pixels`` pixels (0: no limit) are refused, before decoding when the header says so."""
+    return VideoReader(Path(path), max_pixels)
 
 
 class VideoReader:
@@ -48,15 +55,17 @@ class VideoReader:
     frame is decoded here and handed out first by the iterator. Iterate once.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         check_input_file(path)
         self.path = path
+        self.max_pixels = max_pixels
         try:
             self._container = av.open(str(path), metadata_errors="replace")
         except av.error.FFmpegError as error:
             raise InputError(f"{path}: not a readable video file ({ffmpeg_reason(error)})") from None
         try:
             self._stream = _video_stream(self._container, path)
+            self._check_size(self._stream.codec_context.width, self._stream.codec_context.height)
             self._stream.thread_type = "AUTO"  # frame + slice threads in the decoder, without the GIL
             self._expected_frames = _indexed_frame_count(self._stream)
             self._decoded = self._decode_frames()
@@ -101,9 +110,13 @@ class VideoReader:
         path, stream = self.path, self._stream
         count = 0
         last: av.VideoFrame | None = None
+        cut_short = False  # the last packet read was damaged: the data ends inside it
         try:
             for packet in self._container.demux(stream):
+                if packet.size:  # size 0: the demuxer's end-of-stream marker
+                    cut_short = packet.is_corrupt
                 for frame in packet.decode():
+                    self._check_size(frame.width, frame.height)
                     count += 1
                     last = frame
                     yield frame
@@ -111,20 +124,40 @@ class VideoReader:
             raise InputError(
                 f"{path}: the video stream is corrupt: decoding failed after frame {count} ({ffmpeg_reason(error)})"
             ) from None
+        if cut_short:
+            raise InputError(f"{path}: the video stream is truncated: its data ends inside a frame (after frame {count})")
         if self._expected_frames and count < self._expected_frames:
             raise InputError(
                 f"{path}: the video stream is truncated: it lists {self._expected_frames} frames "
                 f"but only {count} could be decoded"
             )
-        if not self._expected_frames and last is not None and last.pts is not None:
-            declared_end = _declared_end_s(stream)
-            frame_s = float(1 / stream.average_rate) if stream.average_rate else 0.0
+        if self._expected_frames or last is None:
+            return  # an exact index was checked; no frame at all fails when the reader opens
+        rate = stream.average_rate or stream.guessed_rate
+        frame_s = float(1 / rate) if rate else 0.0
+        declared_frames = stream.frames  # AVI's header, other containers' counts; 0 when not declared
+        slack_frames = max(2, round(_TRUNCATION_TOLERANCE_S / frame_s)) if frame_s else 2
+        if declared_frames > 0 and count < declared_frames - slack_frames:
+            raise InputError(
+                f"{path}: the video stream is truncated: its header promises {declared_frames} frames "
+                f"but only {count} could be decoded"
+            )
+        declared_end = _declared_end_s(stream, self._container)
+        if declared_end is not None and last.pts is not None:
             decoded_end = float(last.pts * stream.time_base) + frame_s
-            if declared_end is not None and decoded_end < declared_end - _TRUNCATION_TOLERANCE_S:
+            if decoded_end < declared_end - _TRUNCATION_TOLERANCE_S:
                 raise InputError(
                     f"{path}: the video stream is truncated: it should last until {declared_end:.2f} s "
                     f"but decoding stopped at {decoded_end:.2f} s (frame {count})"
                 )
+
+    def _check_size(self, width: int, height: int) -> None:
+        """``InputError`` for frames above the pixel limit (decompression bombs)."""
+        if self.max_pixels and width * height > self.max_pixels:
+            raise InputError(
+                f"{self.path}: {width}x{height} frames ({width * height} pixels) are above the pixel limit of "
+                f"{self.max_pixels}; raise --max-pixels if the file is genuine"
+            )
 
     def _read_info(self, first: av.VideoFrame) -> VideoInfo:
         stream, container = self._stream, self._container
@@ -132,7 +165,7 @@ class VideoReader:
         average_fps = stream.average_rate or stream.guessed_rate or Fraction(0)
         if stream.duration is not None:
             duration_s = float(stream.duration * time_base)
-        elif (declared_end := _declared_end_s(stream)) is not None:
+        elif (declared_end := _declared_end_s(stream, None)) is not None:
             start_s = float(stream.start_time * time_base) if stream.start_time is not None else 0.0
             duration_s = max(declared_end - start_s, 0.0)
         elif container.duration is not None:
@@ -180,14 +213,22 @@ def _indexed_frame_count(stream: av.VideoStream) -> int:
     return sum(1 for entry in stream.index_entries if not entry.is_discard)
 
 
-def _declared_end_s(stream: av.VideoStream) -> float | None:
-    """End time a Matroska/WebM muxer wrote into the stream's DURATION tag, in seconds."""
+def _declared_end_s(stream: av.VideoStream, container: av.container.InputContainer | None) -> float | None:
+    """When the video stream should end, in seconds, as the file declares it: the stream's own duration
+    (after its start), else a Matroska/WebM DURATION tag, else (``container`` given) the file's duration when
+    the video is its only stream (with others it is the longest stream's). None when nothing is declared."""
+    if stream.duration is not None and stream.time_base:
+        start = stream.start_time if stream.start_time is not None else 0
+        return float((start + stream.duration) * stream.time_base)
     tag = stream.metadata.get("DURATION") or stream.metadata.get("duration")
     match = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", tag.strip()) if tag else None
-    if match is None:
-        return None
-    hours, minutes, seconds = match.groups()
-    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    if match is not None:
+        hours, minutes, seconds = match.groups()
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    if container is not None and container.duration is not None and len(container.streams) == 1:
+        start = container.start_time / av.time_base if container.start_time is not None else 0.0
+        return start + container.duration / av.time_base
+    return None
 
 
 def ffmpeg_reason(error: BaseException) -> str:

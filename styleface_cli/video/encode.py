@@ -25,7 +25,7 @@ from av.video.reformatter import VideoReformatter
 from styleface_cli.config import EncodeConfig
 from styleface_cli.errors import ConfigError, InputError, OutputError
 from styleface_cli.records import Frame, VideoInfo
-from styleface_cli.video.atomic import atomic_output
+from styleface_cli.atomic import atomic_output
 from styleface_cli.video.decode import ffmpeg_reason
 
 # x264's preset names, fastest first; other encoders get the matching step of their own scale.
@@ -34,6 +34,10 @@ _VP9_CPU_USED = ("5", "5", "5", "4", "3", "2", "1", "0", "0")  # libvpx "good" d
 _AOM_CPU_USED = ("6", "6", "6", "5", "4", "3", "2", "1", "0")
 _SVTAV1_PRESET = ("12", "11", "10", "9", "8", "6", "4", "2", "1")  # 0 (slow) .. 13
 _NVENC_PRESET = ("p1", "p2", "p3", "p3", "p4", "p5", "p6", "p7", "p7")
+# Encoders that would copy what the source's frames carry besides pixels into their own bitstream: closed
+# captions (A/53, text that may name people) and user-data SEI (a camera's or another encoder's notes).
+# Neither is edited by anything here, so neither is carried over.
+_NO_SOURCE_USER_DATA = {"a53cc": "0", "udu_sei": "0"}
 
 # Encoders that take 4:2:0 at odd sizes. H.264 and HEVC cannot code 4:2:0 with an odd width or
 # height (their cropping works in whole chroma samples), so odd sizes get 4:4:4 there: the output
@@ -41,6 +45,10 @@ _NVENC_PRESET = ("p1", "p2", "p3", "p3", "p4", "p5", "p6", "p7", "p7")
 _ODD_SIZE_420 = frozenset({"libvpx", "libvpx-vp9", "libaom-av1", "libsvtav1", "mpeg4"})
 
 _MP4_FAMILY = frozenset({".mp4", ".m4v", ".mov"})
+# Containers that store no presentation timestamps, only one tick per frame at a constant rate (AVI):
+# frames must be coded in display order (no B-frames) and timed on the frame-rate grid, or players
+# (and our own reader) see frames out of order and a header rate of the time base (e.g. 600 fps).
+_CONSTANT_RATE_CONTAINERS = frozenset({".avi"})
 _MP4_AUDIO_COPY = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "flac", "opus"})
 
 
@@ -52,7 +60,7 @@ class VideoStreamSettings:
     width: int
     height: int
     pix_fmt: str
-    time_base: Fraction  # the input stream's, so every pts is kept exactly
+    time_base: Fraction  # the input stream's, so every pts is kept exactly (1 / frame_rate in AVI)
     frame_rate: Fraction  # average rate, for the container header and the encoder's rate control
     rotation: int  # display matrix, degrees counter-clockwise
     color_range: int  # FFmpeg enums, as in VideoInfo
@@ -60,6 +68,7 @@ class VideoStreamSettings:
     color_trc: int
     colorspace: int
     codec_tag: str | None  # "hvc1" for HEVC in MP4/MOV, which Apple players require
+    max_b_frames: int | None = None  # None: the encoder's choice; 0 where the container cannot reorder
 
 
 def resolve_codec(codec: str, suffix: str) -> str:
@@ -82,10 +91,11 @@ def build_encoder_options(cfg: EncodeConfig, info: VideoInfo, suffix: str = ".mp
     rank = PRESETS.index(cfg.preset) if cfg.preset in PRESETS else None
     crf_63 = str(round(crf * 63 / 51))  # VP9 and AV1 count 0-63
     if codec in ("libx264", "libx264rgb"):
-        options = {"crf": str(crf), "preset": cfg.preset}
+        options = {"crf": str(crf), "preset": cfg.preset, **_NO_SOURCE_USER_DATA}
     elif codec == "libx265":
         # x265 reaches x264's quality about 5 CRF steps higher; its own log goes to stderr unasked.
-        options = {"crf": str(min(crf + 5, 51)), "preset": cfg.preset, "x265-params": "log-level=error"}
+        options = {"crf": str(min(crf + 5, 51)), "preset": cfg.preset, "x265-params": "log-level=error",
+                   **_NO_SOURCE_USER_DATA}
     elif codec == "libvpx-vp9":
         # Constant quality needs b=0 in libvpx; row-mt lets it use every core.
         options = {"crf": crf_63, "b": "0", "deadline": "good", "row-mt": "1"}
@@ -101,6 +111,8 @@ def build_encoder_options(cfg: EncodeConfig, info: VideoInfo, suffix: str = ".mp
             options["preset"] = _SVTAV1_PRESET[rank]
     elif codec in ("h264_nvenc", "hevc_nvenc", "av1_nvenc"):
         options = {"rc": "vbr", "cq": str(crf)}
+        if codec != "av1_nvenc":
+            options.update(_NO_SOURCE_USER_DATA)
         if rank is not None:
             options["preset"] = _NVENC_PRESET[rank]
     else:
@@ -115,19 +127,22 @@ def build_stream_settings(cfg: EncodeConfig, info: VideoInfo, suffix: str = ".mp
     codec = resolve_codec(cfg.codec, suffix)
     pix_fmt = "yuv444p" if odd and codec not in _ODD_SIZE_420 else "yuv420p"
     hevc = codec in ("libx265", "hevc_nvenc", "hevc_qsv", "hevc_vaapi", "hevc_videotoolbox")
+    frame_rate = info.average_fps if info.average_fps > 0 else Fraction(25)
+    constant_rate = suffix.lower() in _CONSTANT_RATE_CONTAINERS
     return VideoStreamSettings(
         codec=codec,
         width=info.width,
         height=info.height,
         pix_fmt=pix_fmt,
-        time_base=info.time_base,
-        frame_rate=info.average_fps if info.average_fps > 0 else Fraction(25),
+        time_base=1 / frame_rate if constant_rate else info.time_base,
+        frame_rate=frame_rate,
         rotation=info.rotation,
         color_range=info.color_range,
         color_primaries=info.color_primaries,
         color_trc=info.color_trc,
         colorspace=info.colorspace,
         codec_tag="hvc1" if hevc and suffix.lower() in _MP4_FAMILY else None,
+        max_b_frames=0 if constant_rate else None,
     )
 
 
@@ -146,8 +161,10 @@ def audio_fallback_codec(suffix: str) -> str:
 _SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
 _SWS_BT601 = 5
 
-# Matroska statistics tags describe the source file, not the copy.
-_SOURCE_ONLY_TAGS = frozenset({"DURATION", "NUMBER_OF_FRAMES", "NUMBER_OF_BYTES", "BPS", "_STATISTICS_TAGS"})
+# The only stream tag an audio track keeps: players need it to offer the right track. Everything else
+# (title, comment, handler_name naming the phone's owner, GPS/location, encoder, creation time, Matroska
+# statistics) may identify the source and is dropped; dispositions (default, forced, ...) are kept.
+KEPT_STREAM_TAGS = frozenset({"language"})
 
 
 class VideoWriter:
@@ -206,7 +223,12 @@ class VideoWriter:
                     f"got {list(frame.image.shape)} {frame.image.dtype}"
                 )
             video_frame = self._to_yuv(frame.image)
-        pts = frame.pts if frame.pts is not None else round(frame.time_s / s.time_base)
+        if frame.pts is None:
+            pts = round(frame.time_s / s.time_base)
+        elif s.time_base != self.info.time_base:  # onto the output's grid (AVI)
+            pts = round(frame.pts * self.info.time_base / s.time_base)
+        else:
+            pts = frame.pts
         if self._held is not None:
             held_pts = self._held[1]
             # Broken inputs can repeat a timestamp; one tick later keeps the output decodable.
@@ -311,6 +333,8 @@ class VideoWriter:
         context.color_trc, context.colorspace = s.color_trc, s.colorspace
         if s.codec_tag:
             context.codec_tag = s.codec_tag
+        if s.max_b_frames is not None:
+            context.max_b_frames = s.max_b_frames
         if s.rotation:
             stream.set_display_rotation(s.rotation)
         try:  # open now, so a bad preset or option fails before any work is done
@@ -353,7 +377,7 @@ class _AudioCopier:
     """Moves every audio stream of a source file into an output container, in step with the video.
 
     Packets are stream-copied where the output container can hold the codec, else decoded and
-    re-encoded (AAC, or Opus for WebM). Stream tags (language, title) and dispositions are kept.
+    re-encoded (AAC, or Opus for WebM). Only the language tag and the dispositions are kept.
     Only one demuxed packet waits here at a time; the muxer's interleaving queue holds the rest,
     bounded by how far the video encoder lags behind its input (its lookahead).
     """
@@ -437,6 +461,11 @@ def can_copy_audio(codec: str, suffix: str) -> bool | None:
     return None
 
 
+def kept_stream_tags(tags: dict[str, str]) -> dict[str, str]:
+    """The tags of a source stream that its copy keeps (``KEPT_STREAM_TAGS``, any case)."""
+    return {key.lower(): value for key, value in tags.items() if key.lower() in KEPT_STREAM_TAGS}
+
+
 def _add_audio_stream(container: av.container.OutputContainer, source: av.AudioStream, suffix: str) -> _AudioRoute:
     """An output stream for ``source``: a stream copy if the container takes the codec, else a re-encode."""
     output = None
@@ -450,6 +479,7 @@ def _add_audio_stream(container: av.container.OutputContainer, source: av.AudioS
         rate = source.sample_rate if not rates or source.sample_rate in rates else max(rates)
         output = container.add_stream(codec, rate=rate)
         output.layout = source.layout
-    output.metadata.update({k: v for k, v in source.metadata.items() if k.upper() not in _SOURCE_ONLY_TAGS})
+    output.metadata.clear()  # a template stream starts with the source's tags
+    output.metadata.update(kept_stream_tags(source.metadata))
     output.disposition = source.disposition
     return _AudioRoute(output=output, copy=copy)
