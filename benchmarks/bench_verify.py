@@ -32,7 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from styleface_cli.config import VerifyConfig  # noqa: E402
-from styleface_cli.console import Reporter  # noqa: E402
 from styleface_cli.errors import StylefaceError  # noqa: E402
 from styleface_cli.verify.audit import load_tools, verify_pair  # noqa: E402
 
@@ -88,7 +87,6 @@ def findings(clip_name: str, tool: str, report) -> dict:
 
 
 def speed(tools, work: Path, speed_frames: int) -> list[dict]:
-    reporter = Reporter(quiet=True)
     rows = []
     runs = [("default sampling (whole clip)", SPEED_CLIP, VerifyConfig())]
     short = work / "talking_720p_short.mp4"
@@ -96,7 +94,7 @@ def speed(tools, work: Path, speed_frames: int) -> list[dict]:
     runs.append((f"every frame (first {speed_frames} frames)", short, VerifyConfig(every=1)))
     for label, clip, cfg in runs:
         started = time.perf_counter()
-        report = verify_pair(clip, clip, cfg=cfg, tools=tools, reporter=reporter)  # the clip against itself
+        report = verify_pair(clip, clip, cfg=cfg, tools=tools)  # the clip against itself
         seconds = time.perf_counter() - started
         rows.append({"run": label, "frames": report.frames, "checked": report.frames_checked, "sampling": report.sampling,
                      "seconds": round(seconds, 1), "fps": round(report.frames / seconds, 2),
@@ -117,7 +115,6 @@ def main() -> None:
         clips, frames, every, speed_frames = CLIPS[:1], 6, 2, 3
     cfg = VerifyConfig(every=every)
     tools = load_tools(cfg)
-    reporter = Reporter(quiet=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_verify_") as folder:
         work = Path(folder)
@@ -126,7 +123,7 @@ def main() -> None:
             cut(FIXTURES / name, clip, frames)
             for tool, output in make_outputs(clip, work).items():
                 try:
-                    rows.append(findings(name, tool, verify_pair(clip, output, cfg=cfg, tools=tools, reporter=reporter)))
+                    rows.append(findings(name, tool, verify_pair(clip, output, cfg=cfg, tools=tools)))
                 except StylefaceError as error:  # e.g. a tool that dropped frames: say so in the table
                     rows.append({"clip": name, "tool": tool, "faces": 0, "error": str(error), "verdict": "ERROR"})
                 print(json.dumps(rows[-1]), file=sys.stderr)

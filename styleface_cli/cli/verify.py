@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from styleface_cli.config import VerifyConfig
-from styleface_cli.console import Reporter
+from styleface_cli.console import DatasetProgress, Reporter
 from styleface_cli.errors import ConfigError, ExitCode, StylefaceError
 from styleface_cli.verify.audit import load_tools, verify_pair
 from styleface_cli.verify.pairing import Pair, pairs_from_paths, pairs_from_report
@@ -60,20 +60,23 @@ def run_verify(pairs: list[Pair], *, cfg: VerifyConfig, reporter: Reporter) -> l
 def _run_pairs(pairs: list[Pair], *, cfg: VerifyConfig, reporter: Reporter, tools) -> list[PairReport]:
     riskiest = RiskiestFaces(cfg.sheet_faces if cfg.sheet is not None else 0)
     reports = []
-    for pair in pairs:
-        try:
-            report = verify_pair(pair.original, pair.anonymized, cfg=cfg, tools=tools, reporter=reporter,
-                                 riskiest=riskiest)
-        except StylefaceError as error:
-            if len(pairs) == 1:
-                raise
-            report = PairReport(original=pair.original, anonymized=pair.anonymized, detectors=tools.detector.names,
-                                error=str(error))
-        reports.append(report)
-        if reporter.json_output:
-            reporter.result(report.to_json())
-        else:
-            reporter.summary(summary(report, cfg))
+    with DatasetProgress(len(pairs), reporter.shows_progress) as progress:
+        for pair in pairs:
+            progress.started(pair)
+            try:
+                report = verify_pair(pair.original, pair.anonymized, cfg=cfg, tools=tools, riskiest=riskiest,
+                                     on_frame=lambda frames, faces, pair=pair: progress.advanced(pair, frames, faces))
+            except StylefaceError as error:
+                if len(pairs) == 1:
+                    raise
+                report = PairReport(original=pair.original, anonymized=pair.anonymized,
+                                    detectors=tools.detector.names, error=str(error))
+            progress.finished(pair, {"faces": len(report.faces)})
+            reports.append(report)
+            if reporter.json_output:
+                reporter.result(report.to_json())
+            else:
+                reporter.summary(summary(report, cfg))
     if cfg.sheet is not None:
         tiles = riskiest.write(cfg.sheet)
         reporter.info(f"contact sheet: {cfg.sheet} ({tiles} faces)")

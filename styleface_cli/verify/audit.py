@@ -15,14 +15,13 @@ import collections
 import dataclasses
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from styleface_cli.config import VerifyConfig
-from styleface_cli.console import Reporter
 from styleface_cli.errors import InputError
 from styleface_cli.records import Frame
 from styleface_cli.verify.detect import Describer, IndependentDetector
@@ -49,9 +48,11 @@ def load_tools(cfg: VerifyConfig) -> VerifyTools:
     return VerifyTools(detector=IndependentDetector(cfg), describer=Describer())
 
 
-def verify_pair(original: Path, anonymized: Path, *, cfg: VerifyConfig, tools: VerifyTools, reporter: Reporter,
-                riskiest: RiskiestFaces | None = None) -> PairReport:
-    """Audit ``anonymized`` against ``original``; raises ``InputError`` when they cannot be compared."""
+def verify_pair(original: Path, anonymized: Path, *, cfg: VerifyConfig, tools: VerifyTools,
+                riskiest: RiskiestFaces | None = None, on_frame: Callable[[int, int], None] | None = None) -> PairReport:
+    """Audit ``anonymized`` against ``original``; raises ``InputError`` when they cannot be compared.
+    ``on_frame(frames, faces)`` is told of every frame decoded and every face checked (the progress bar)."""
+    progress = on_frame or (lambda frames, faces: None)
     started = time.perf_counter()
     report = PairReport(original=Path(original), anonymized=Path(anonymized), detectors=tools.detector.names,
                         fail_on_reid=cfg.fail_on_reid, reid_p=cfg.reid_p)
@@ -65,16 +66,15 @@ def verify_pair(original: Path, anonymized: Path, *, cfg: VerifyConfig, tools: V
                                 f"original's {resize_to[0]}x{resize_to[1]} to be compared")
         sampler = FrameSampler(cfg, sampling_step(cfg, source.info.frame_count, source.info.average_fps))
         report.sampling = sampler.describe() if report.kind == "video" else "the image"
-        with reporter.progress(f"verify {Path(anonymized).name}", source.info.frame_count or None) as progress:
-            frames = paired_frames(source, output, report, progress)
-            sampled = upright_samples(frames, sampler, source.info.rotation, output.info.rotation, resize_to, report)
-            for index, before, after, found in detect_ahead(sampled, tools.detector):
-                faces = check_frame(before, after, index, found, cfg=cfg, describer=tools.describer)
-                for face, _, _ in faces:
-                    if riskiest is not None:
-                        riskiest.add(face, before, after, Path(anonymized).name)
-                checked.extend(faces)
-                progress.advance(0, len(faces))
+        frames = paired_frames(source, output, report, progress)
+        sampled = upright_samples(frames, sampler, source.info.rotation, output.info.rotation, resize_to, report)
+        for index, before, after, found in detect_ahead(sampled, tools.detector):
+            faces = check_frame(before, after, index, found, cfg=cfg, describer=tools.describer)
+            for face, _, _ in faces:
+                if riskiest is not None:
+                    riskiest.add(face, before, after, Path(anonymized).name)
+            checked.extend(faces)
+            progress(0, len(faces))
     report.scene_cut_frames = tuple(sampler.cut_frames)
     report.faces, report.reid = reidentification(
         [face for face, _, _ in checked],
@@ -84,7 +84,8 @@ def verify_pair(original: Path, anonymized: Path, *, cfg: VerifyConfig, tools: V
     return report
 
 
-def paired_frames(source, output, report: PairReport, progress) -> Iterator[tuple[Frame, Frame]]:
+def paired_frames(source, output, report: PairReport, progress: Callable[[int, int], None]
+                  ) -> Iterator[tuple[Frame, Frame]]:
     """The two files' frames in step (counted in ``report.frames``); ``InputError`` when their counts differ."""
     for source_frame, output_frame in itertools.zip_longest(source, output):
         if source_frame is None or output_frame is None:
@@ -94,7 +95,7 @@ def paired_frames(source, output, report: PairReport, progress) -> Iterator[tupl
             raise InputError(f"{report.anonymized}: has {output_frames} frames but the original {report.original} "
                              f"has {original_frames}; their frames cannot be paired")
         report.frames += 1
-        progress.advance(1)
+        progress(1, 0)
         yield source_frame, output_frame
 
 

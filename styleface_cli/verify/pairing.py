@@ -27,6 +27,11 @@ class Pair:
     original: Path
     anonymized: Path
 
+    @property
+    def source(self) -> Path:
+        """The file the progress display names (``console.DatasetProgress`` shows ``job.source.name``)."""
+        return self.anonymized
+
 
 def pairs_from_paths(original: Path, anonymized: Path) -> list[Pair]:
     original, anonymized = Path(original), Path(anonymized)
@@ -51,21 +56,22 @@ def pairs_from_paths(original: Path, anonymized: Path) -> list[Pair]:
 
 
 def pairs_from_report(report: Path) -> list[Pair]:
-    """The (input, output) of the last record of each input (its ``key``, else its ``input``) whose status is
-    "ok", in report order; a torn last line (a crashed run) is ignored, as ``--resume`` does."""
+    """The (input, output) of the last record of each input and output (the input's ``key``, else its
+    ``input``) whose status is "ok", in report order; a torn last line (a crashed run) is ignored, as
+    ``--resume`` does."""
     report = Path(report)
     try:
         lines = report.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
     except OSError as error:
         raise InputError(f"{report}: cannot read the run report ({error.strerror or error})") from None
-    latest: dict[str, dict] = {}
+    latest: dict[tuple[str, str], dict] = {}
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-            key = record.get("key") or record["input"]
-            record["output"], record.get("status")
+            key = (record.get("key") or record["input"], record["output"])
+            record.get("status")
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
             if number == len(lines) and not line.rstrip().endswith("}"):
                 continue  # the line a crash cut short
