@@ -59,9 +59,9 @@ def digest(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def audited(tmp_path_factory):
-    """A short original, styleface's blur/pixelate/mask outputs of it, a blur output with the right-hand face
-    pasted back in frames 2 and 3, a dataset-run report listing them (plus a failed line), and one verify run
-    over that report with a contact sheet."""
+    """A short original, styleface's blur/pixelate/mask outputs of it (each run with --report), a blur output
+    with the right-hand face pasted back in frames 2 and 3 and a failed input added to that report, and one
+    verify run over the report with a contact sheet."""
     pytest.importorskip("dlib")
     pytest.importorskip("face_recognition_models")
     if not CLIP.is_file():
@@ -71,9 +71,11 @@ def audited(tmp_path_factory):
     frames = decode(CLIP)[:FRAMES]
     media.make_video(original, width=480, height=270, frames=FRAMES, fps=12, draw=lambda i: frames[i])
     outputs = {}
+    report = folder / "run.jsonl"  # a dataset run's report, written by anonymize --report
     for method in ("blur", "pixelate", "mask"):
         outputs[method] = folder / f"short_{method}.mp4"
-        result = run("anonymize", str(original), "-o", str(outputs[method]), "--method", method, "--quiet")
+        result = run("anonymize", str(original), "-o", str(outputs[method]), "--method", method, "--quiet",
+                     "--report", str(report))
         assert result.exit_code == 0, result.output
     blurred = decode(outputs["blur"])
     x0, y0, x1, y1 = RIGHT_FACE
@@ -86,12 +88,12 @@ def audited(tmp_path_factory):
 
     outputs["unhidden"] = folder / "short_unhidden.mp4"
     media.make_video(outputs["unhidden"], width=480, height=270, frames=FRAMES, fps=12, draw=leaky)
-    report = folder / "run.jsonl"
-    lines = [{"input": str(original), "output": str(path), "method": method, "status": "ok", "frames": FRAMES, "faces": 12}
-             for method, path in outputs.items()]
-    lines.append({"input": str(folder / "broken.mp4"), "output": str(folder / "nothing.mp4"), "method": "blur",
-                  "status": "error", "error": "corrupt"})
-    report.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    assert len(report.read_text().splitlines()) == 3
+    lines = [{"input": str(original), "output": str(outputs["unhidden"]), "method": "blur", "status": "ok"},
+             {"input": str(folder / "broken.mp4"), "output": str(folder / "nothing.mp4"), "method": "blur",
+              "status": "error", "error": "corrupt"}]
+    with report.open("a") as file:
+        file.write("".join(json.dumps(line) + "\n" for line in lines))
     before = {path: digest(path) for path in [original, *outputs.values()]}
     sheet = folder / "sheet.png"
     result = run("verify", "--report", str(report), "--json", "--sheet", str(sheet), "--sheet-faces", "5", "--every", "1", *FAST)
