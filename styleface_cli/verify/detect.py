@@ -16,6 +16,7 @@ import concurrent.futures
 import dataclasses
 import multiprocessing
 import os
+import signal
 from pathlib import Path
 
 import cv2
@@ -57,7 +58,7 @@ class IndependentDetector:
         self._pool = None
         if self.workers > 1:
             self._pool = concurrent.futures.ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_load_cnn)
+                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker)
         else:
             _load_cnn()
 
@@ -102,6 +103,12 @@ class IndependentDetector:
 
 
 _CNN = {}
+
+
+def _start_worker() -> None:
+    """A detector process: Ctrl-C reaches the whole process group, but only the parent decides what stops."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _load_cnn()
 
 
 def _load_cnn() -> None:
