@@ -112,3 +112,26 @@ class AnonymizeConfig:
     select: SelectConfig = SelectConfig()
     export_tracks: Path | None = None
     read: ReadConfig = ReadConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyConfig:
+    """``styleface verify``: which frames are checked, how faces are found, and when a face or a tag fails."""
+
+    every: int = 0  # check every K-th frame; 0 = auto (every frame up to dense_frames, else about one a second)
+    dense_frames: int = 60  # auto sampling checks every frame of videos at most this long
+    after_cut: int = 2  # frames checked from each scene cut on (the cut frame included), whatever the sampling
+    scene_cut_threshold: float = 0.4  # as TrackConfig's; 0 = no scene-cut frames
+    det_size: int = 960  # longest side (px) of the image dlib's CNN detector sees (small frames are enlarged)
+    upsample: int = 0  # dlib's own pyramid upsampling on top (each step finds 2x smaller faces, costs 4x)
+    min_confidence: float = 0.0  # dlib CNN detections at or above this score count
+    detector_models: tuple[Path, ...] = ()  # extra ONNX detectors (YuNet or SCRFD files), run beside dlib's
+    workers: int = 0  # processes running dlib's CNN (single-threaded); 0 = one per CPU core, at most 4
+    noise_factor: float = 3.0  # a face counts as untouched when it changed less than this times the codec noise
+    min_change: float = 3.0  # ... or less than this many grey levels (mean absolute luma difference)
+    same_person: float = 0.6  # dlib descriptor distance below which two faces are the same person
+    fail_on_reid: bool = False  # also fail when re-identification beats chance (binomial test, reid_p)
+    reid_p: float = 0.01  # significance level of that test
+    allowed_tags: tuple[str, ...] = ()  # metadata keys accepted in outputs (case-insensitive)
+    sheet: Path | None = None  # contact sheet of the riskiest faces (PNG)
+    sheet_faces: int = 16  # tiles on the contact sheet

@@ -50,6 +50,12 @@ class Reporter:
         sys.stdout.buffer.write((line + "\n").encode(sys.stdout.encoding or "utf-8", "surrogateescape"))
         sys.stdout.buffer.flush()
 
+    def summary(self, text: str) -> None:
+        """A human-readable result (a command's report, not a message): on stdout, unless --json."""
+        if not self.json_output:
+            sys.stdout.write(text.rstrip("\n") + "\n")
+            sys.stdout.flush()
+
     def result(self, record: dict[str, Any]) -> None:
         """One result: a JSON line on stdout with --json, else a short human line on stderr."""
         if self.json_output:

@@ -20,6 +20,7 @@ class ExitCode(enum.IntEnum):
     WEIGHTS = 5  # a checkpoint or model file is missing, corrupt, or does not match
     KERNEL = 6  # a compiled kernel failed to build or load under --kernels compiled
     PARTIAL = 7  # several inputs were given and at least one of them failed
+    VERIFY_FAILED = 8  # styleface verify: a face is untouched or recognisable, or identifying metadata remains
     HANGUP = 129  # SIGHUP (the terminal went away)
     INTERRUPTED = 130  # Ctrl-C (SIGINT)
     TERMINATED = 143  # SIGTERM (kill, a job scheduler's time limit)

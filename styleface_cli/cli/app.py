@@ -41,7 +41,7 @@ def _root(
 
 
 # Each command module registers itself on ``app`` (one line each; keep them sorted).
-for _name in ("anonymize", "doctor", "kernels", "model", "train"):
+for _name in ("anonymize", "doctor", "kernels", "model", "train", "verify"):
     try:
         _module = __import__(f"styleface_cli.cli.{_name}", fromlist=["register"])
     except ModuleNotFoundError as _error:  # a command whose module is not in this build
