@@ -19,10 +19,10 @@ from styleface_cli.config import ObfuscateConfig
 from styleface_cli.records import FaceRegion, Frame, FrameFaces
 
 METHODS = ("blur", "pixelate", "mask")
-# How many samples across the face survive: 6 is far below what face recognisers need (they see
+# How many samples across the face survive: 5 is far below what face recognisers need (they see
 # 112 px; below ~16 px identification collapses) yet keeps the blur looking like a face-coloured smudge.
-BLUR_SAMPLES_ACROSS = 6
-PIXELATE_BLOCKS_ACROSS = 8
+BLUR_SAMPLES_ACROSS = 5
+PIXELATE_BLOCKS_ACROSS = 5
 MASK_COLOUR = (0, 0, 0)
 
 
