@@ -20,7 +20,6 @@ from styleface_cli.errors import ConfigError
 from styleface_cli.face.align import align_face
 from styleface_cli.face.detect import RotatingDetector, create_detector
 from styleface_cli.face.obfuscate import obfuscate_stream
-from styleface_cli.face.track import import_filters
 from styleface_cli.records import FaceRegion, Frame, FrameFaces
 
 Stream = Iterator[tuple[Frame, FrameFaces]]
@@ -73,7 +72,6 @@ def prepare_tools(cfg: AnonymizeConfig) -> Tools:
     # across the cores as well only adds hand-offs (a 1-channel 566x714 blend: 1.3 ms on 2 threads,
     # 0.8 ms on one, measured here).
     cv2.setNumThreads(1)
-    import_filters()  # before any thread starts: imports on two threads at once are not safe
     tools = Tools(cfg=cfg, detector=create_detector(cfg.detect))
     if cfg.method == "styleface":
         from styleface_cli.model import load_checkpoint, set_kernel_policy
