@@ -85,3 +85,4 @@ def test_anonymize_imports_neither_scipy_nor_onnx(tmp_path):
     assert imported == ["['onnx']", "[]"]
     assert len(list((cache / "detectors").glob("centerface-*.onnx"))) == 1
     assert (tmp_path / "out.mp4").is_file()
+
