@@ -306,7 +306,10 @@ def prepared_model(path: Path, kind: str, rewrite) -> str | bytes:
     except OSError as error:
         raise WeightsError(f"detector model not found: {path}" if not path.exists()
                            else f"cannot read detector model {path}: {error.strerror}") from error
-    cached = model_cache_dir() / f"{kind}-{digest}-r{_REWRITE_VERSION}.onnx"
+    try:
+        cached = model_cache_dir() / f"{kind}-{digest}-r{_REWRITE_VERSION}.onnx"
+    except (RuntimeError, KeyError):  # no home folder to put a cache in
+        return rewrite(path).SerializeToString()
     if cached.is_file():
         return str(cached)
     data = rewrite(path).SerializeToString()
