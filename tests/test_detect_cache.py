@@ -1,0 +1,68 @@
+"""The rewritten detector model cached on disk (``prepared_model``): same detections, no rewrite on the
+second load, and a fallback to rewriting when the cache is unwritable or damaged."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from styleface_cli.config import DetectConfig
+from styleface_cli.errors import WeightsError
+from styleface_cli.face import detect
+from styleface_cli.face.detect import centerface_model_path, create_detector, model_cache_dir
+from tests.test_detect import insightface_photo
+
+
+def _faces(detector) -> list[tuple]:
+    return [(tuple(np.round(d.box, 3)), round(d.score, 5)) for d in detector.detect(insightface_photo())]
+
+
+def _no_rewrite(path):
+    raise AssertionError("the model was rewritten although a cached copy exists")
+
+
+def test_cached_model_detects_the_same_faces_and_is_not_rewritten_again(tmp_path, monkeypatch):
+    monkeypatch.setenv(detect.CACHE_ENV_VAR, str(tmp_path))
+    first = create_detector(DetectConfig())
+    cached = list(model_cache_dir().glob("centerface-*.onnx"))
+    assert len(cached) == 1 and model_cache_dir() == tmp_path / "detectors"
+    assert not list(model_cache_dir().glob(".*partial*"))  # written atomically: no temporary left
+    monkeypatch.setattr(detect, "centerface_graph", _no_rewrite)
+    second = create_detector(DetectConfig())
+    faces = _faces(second)
+    assert len(faces) >= 5  # the group photo's faces
+    assert faces == _faces(first)
+
+
+def test_unwritable_cache_falls_back_to_rewriting_every_run(tmp_path, monkeypatch):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the cache folder would go")
+    monkeypatch.setenv(detect.CACHE_ENV_VAR, str(blocker))
+    reference = _faces(create_detector(DetectConfig()))
+    assert len(reference) >= 5
+    assert blocker.read_text() == "a file where the cache folder would go"
+    model = detect.prepared_model(centerface_model_path(), "centerface", lambda p: detect.centerface_graph(p)[0])
+    assert isinstance(model, bytes)  # in memory, not a cached path
+
+
+def test_damaged_cache_file_is_rewritten(tmp_path, monkeypatch):
+    monkeypatch.setenv(detect.CACHE_ENV_VAR, str(tmp_path))
+    reference = _faces(create_detector(DetectConfig()))
+    (cached,) = model_cache_dir().glob("centerface-*.onnx")
+    cached.write_bytes(b"not an onnx file")
+    assert _faces(create_detector(DetectConfig())) == reference
+    assert cached.stat().st_size > 1_000_000  # replaced by a good copy
+
+
+def test_a_different_model_file_gets_its_own_cache_entry(tmp_path, monkeypatch):
+    monkeypatch.setenv(detect.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    copy = tmp_path / "centerface_copy.onnx"
+    shutil.copyfile(centerface_model_path(), copy)
+    create_detector(DetectConfig(model_path=copy))
+    with open(copy, "ab") as handle:  # trailing bytes: still the same graph, but a different file
+        handle.write(b"\0")
+    with pytest.raises(WeightsError):  # not a loadable model any more: the content changed, so no cache hit
+        create_detector(DetectConfig(model_path=copy))
+    assert len(list(model_cache_dir().glob("centerface-*.onnx"))) == 1
