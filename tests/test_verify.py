@@ -317,3 +317,17 @@ def test_report_lines_resolve_beside_the_report(tmp_path, monkeypatch):
     report.write_text("not json\n" + json.dumps({"input": "a.mp4", "output": "a_out.mp4", "status": "ok"}) + "\n")
     with pytest.raises(InputError, match="run.jsonl:1"):
         pairs_from_report(report)
+
+
+def test_a_pass_with_no_face_found_says_how_small_a_face_it_could_have_missed(tmp_path):
+    """No face found is no evidence about faces: the report says the smallest face the settings could find."""
+    pytest.importorskip("dlib")
+    original, output = tmp_path / "empty.png", tmp_path / "empty_anonymized.png"
+    Image.fromarray(np.full((120, 160, 3), 90, np.uint8)).save(original)
+    Image.open(original).save(output)
+    result = run("verify", str(original), str(output), "--json", "--det-size", "320", "--quiet")
+    assert result.exit_code == 0
+    record = json_lines(result.stdout)[0]
+    assert record["faces_checked"] == 0
+    # 60 px at dlib's input, which is the 160 px picture enlarged 2x: faces below ~30 px are beyond it
+    assert any("smaller than about 30 px" in note for note in record["notes"])

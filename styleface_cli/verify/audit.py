@@ -76,12 +76,28 @@ def verify_pair(original: Path, anonymized: Path, *, cfg: VerifyConfig, tools: V
             checked.extend(faces)
             progress(0, len(faces))
     report.scene_cut_frames = tuple(sampler.cut_frames)
+    if not checked and report.frames_checked:
+        report.notes.append(no_faces_note(source.info.width, source.info.height, cfg))
     report.faces, report.reid = reidentification(
         [face for face, _, _ in checked],
         np.array([described for _, described, _ in checked]).reshape(-1, 128),
         np.array([described for _, _, described in checked]).reshape(-1, 128))
     report.seconds = time.perf_counter() - started
     return report
+
+
+# dlib's CNN face detector (mmod_human_face_detector) finds faces from about 60 px across at its input size
+# (measured: a frontal portrait scaled down is found at 60 px, not at 50); each upsampling step halves that.
+DLIB_CNN_SMALLEST_FACE = 60
+
+
+def no_faces_note(width: int, height: int, cfg: VerifyConfig) -> str:
+    """Why a pass with no face found proves little: the smallest face the detectors could have found."""
+    scale = cfg.det_size / max(width, height) if cfg.det_size > 0 else 1.0
+    smallest = DLIB_CNN_SMALLEST_FACE / (scale * 2 ** cfg.upsample)
+    return (f"no face was found in the checked frames of the original: faces smaller than about {smallest:.0f} px "
+            f"are beyond dlib's CNN detector at --det-size {cfg.det_size} --upsample {cfg.upsample}; for small faces "
+            f"add --upsample 1 (4x the time) or --detector-model with a YuNet or SCRFD file")
 
 
 def paired_frames(source, output, report: PairReport, progress: Callable[[int, int], None]
