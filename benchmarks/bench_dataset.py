@@ -77,10 +77,33 @@ def make_photos(count: int, folder: Path, seed: int = 0) -> list[Path]:
     return made
 
 
-def make_clips(count: int, folder: Path, seconds: float) -> tuple[list[Path], int]:
-    """``count`` clips of ``seconds`` each, cut from the fixture videos; their total frame count."""
+def _cut_clip(source: Path, path: Path, offset: float, seconds: float) -> int:
+    """Re-encode ``seconds`` of ``source`` from ``offset`` into ``path``; the frames written (0: past its end)."""
     import av
 
+    with av.open(str(source)) as inp, av.open(str(path), "w") as out:
+        vin = inp.streams.video[0]
+        rate = vin.average_rate or Fraction(25)
+        vout = out.add_stream("libx264", rate=rate, options={"preset": "veryfast", "crf": "20"})
+        vout.width, vout.height, vout.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
+        wanted, written = int(seconds * rate), 0
+        skip = int(offset * rate)
+        for position, frame in enumerate(inp.decode(vin)):
+            if position < skip:
+                continue
+            frame = frame.reformat(format="yuv420p")
+            frame.pts, frame.time_base = written, 1 / rate
+            frame.pict_type = av.video.frame.PictureType.NONE
+            out.mux(vout.encode(frame))
+            written += 1
+            if written >= wanted:
+                break
+        out.mux(vout.encode())
+    return written
+
+
+def make_clips(count: int, folder: Path, seconds: float) -> tuple[list[Path], int]:
+    """``count`` clips of ``seconds`` each, cut from the fixture videos; their total frame count."""
     sources = sorted((FIXTURES / "videos").glob("*.mp4"))
     if not sources:
         raise SystemExit(f"no fixture videos in {FIXTURES / 'videos'}")
@@ -88,29 +111,10 @@ def make_clips(count: int, folder: Path, seconds: float) -> tuple[list[Path], in
     made, frames = [], 0
     for index in range(count):
         source = sources[index % len(sources)]
-        offset = (index // len(sources)) * seconds
         path = folder / f"clip_{index:03d}.mp4"
-        with av.open(str(source)) as inp, av.open(str(path), "w") as out:
-            vin = inp.streams.video[0]
-            rate = vin.average_rate or Fraction(25)
-            vout = out.add_stream("libx264", rate=rate, options={"preset": "veryfast", "crf": "20"})
-            vout.width, vout.height, vout.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
-            wanted, written = int(seconds * rate), 0
-            skip = int(offset * rate)
-            for position, frame in enumerate(inp.decode(vin)):
-                if position < skip:
-                    continue
-                frame = frame.reformat(format="yuv420p")
-                frame.pts, frame.time_base = written, 1 / rate
-                frame.pict_type = av.video.frame.PictureType.NONE
-                out.mux(vout.encode(frame))
-                written += 1
-                if written >= wanted:
-                    break
-            out.mux(vout.encode())
-        if written == 0:  # the source is shorter than the offset: take it from the start next time
-            path.unlink()
-            continue
+        # later clips of one source start further in; one whose start is past the source's end starts at 0
+        written = _cut_clip(source, path, (index // len(sources)) * seconds, seconds) \
+            or _cut_clip(source, path, 0.0, seconds)
         made.append(path)
         frames += written
     return made, frames
