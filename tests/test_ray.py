@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 from styleface_cli.cli.app import app
 from styleface_cli.errors import ConfigError, ExitCode
 from tests import media
-from tests.test_cli_anonymize import face_crop
+from tests.test_datasets import face_photo, hidden_files, records_of
 
 ray = pytest.importorskip("ray")
 
@@ -53,23 +53,6 @@ def ray_address():
 
 def cli(*args: str):
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
-
-
-def records_of(text: str) -> list[dict]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def face_photo(path: Path, which: int, seed: int) -> None:
-    """A small photo with one real face on a noisy background."""
-    rng = np.random.default_rng(seed)
-    canvas = rng.integers(0, 255, (120, 160, 3), np.uint8)
-    canvas[18:102, 40 + seed % 40 : 110 + seed % 40] = cv2.resize(face_crop(which), (70, 84))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(canvas).save(path)
-
-
-def hidden_files(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob(".*") if p.is_file()]
 
 
 def pixels(path: Path) -> list[np.ndarray]:
