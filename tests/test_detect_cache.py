@@ -1,5 +1,6 @@
-"""The rewritten detector model cached on disk (``prepared_model``): same detections, no rewrite on the
-second load, and a fallback to rewriting when the cache is unwritable or damaged."""
+"""The rewritten detector model cached on disk (``prepared_model``; on a CPU CenterFace's stem and head,
+``face/strips.py``) and onnxruntime's optimised copy of it (``_optimized_session``): same detections, no
+rewrite on the second load, and a fallback to rewriting when the cache is unwritable or damaged."""
 
 from __future__ import annotations
 
@@ -23,14 +24,29 @@ def _no_rewrite(path):
     raise AssertionError("the model was rewritten although a cached copy exists")
 
 
+def _rewritten() -> list:
+    """The rewritten models in the cache (not onnxruntime's optimised copies of them)."""
+    return sorted(p for p in model_cache_dir().glob("centerface-*.onnx") if "-ort" not in p.name)
+
+
+def _optimized() -> list:
+    return sorted(model_cache_dir().glob("centerface-*-ort*.onnx"))
+
+
 def test_cached_model_detects_the_same_faces_and_is_not_rewritten_again(tmp_path, monkeypatch):
     monkeypatch.setenv(detect.CACHE_ENV_VAR, str(tmp_path))
     first = create_detector(DetectConfig())
-    cached = list(model_cache_dir().glob("centerface-*.onnx"))
-    assert len(cached) == 1 and model_cache_dir() == tmp_path / "detectors"
+    assert [p.name.split("-")[1] for p in _rewritten()] == ["head", "stem"]
+    assert len(_optimized()) == 2 and model_cache_dir() == tmp_path / "detectors"
     assert not list(model_cache_dir().glob(".*partial*"))  # written atomically: no temporary left
     monkeypatch.setattr(detect, "centerface_graph", _no_rewrite)
+    loaded = []
+    session = detect._session
+    monkeypatch.setattr(detect, "_session", lambda model, threads, optimized=False, save_optimized=None:
+                        loaded.append((model, optimized, save_optimized)) or session(model, threads, optimized, save_optimized))
     second = create_detector(DetectConfig())
+    assert sorted(model for model, _, _ in loaded) == [str(p) for p in _optimized()]  # the optimised copies only
+    assert all(optimized and save is None for _, optimized, save in loaded)
     faces = _faces(second)
     assert len(faces) >= 5  # the group photo's faces
     assert faces == _faces(first)
@@ -47,13 +63,15 @@ def test_unwritable_cache_falls_back_to_rewriting_every_run(tmp_path, monkeypatc
     assert isinstance(model, bytes)  # in memory, not a cached path
 
 
-def test_damaged_cache_file_is_rewritten(tmp_path, monkeypatch):
+@pytest.mark.parametrize("damaged", ["optimised copies", "both"])
+def test_damaged_cache_files_are_made_again(tmp_path, monkeypatch, damaged):
     monkeypatch.setenv(detect.CACHE_ENV_VAR, str(tmp_path))
     reference = _faces(create_detector(DetectConfig()))
-    (cached,) = model_cache_dir().glob("centerface-*.onnx")
-    cached.write_bytes(b"not an onnx file")
+    files = _optimized() + (_rewritten() if damaged == "both" else [])
+    for path in files:
+        path.write_bytes(b"not an onnx file")
     assert _faces(create_detector(DetectConfig())) == reference
-    assert cached.stat().st_size > 1_000_000  # replaced by a good copy
+    assert all(p.stat().st_size > 10_000 for p in files)  # each replaced by a good copy
 
 
 def test_a_different_model_file_gets_its_own_cache_entry(tmp_path, monkeypatch):
@@ -65,4 +83,4 @@ def test_a_different_model_file_gets_its_own_cache_entry(tmp_path, monkeypatch):
         handle.write(b"\0")
     with pytest.raises(WeightsError):  # not a loadable model any more: the content changed, so no cache hit
         create_detector(DetectConfig(model_path=copy))
-    assert len(list(model_cache_dir().glob("centerface-*.onnx"))) == 1
+    assert len(_rewritten()) == 2  # the first file's stem and head, nothing for the second

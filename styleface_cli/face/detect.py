@@ -205,13 +205,14 @@ class _Backend(Protocol):
         ...
 
 
-def _session(model: bytes | str, threads: int):
+def _session(model: bytes | str, threads: int, optimized: bool = False, save_optimized: Path | None = None):
     """An onnxruntime session on the GPU when onnxruntime has CUDA, else on the CPU.
 
     On a CPU each call runs on one thread unless ``threads`` says otherwise: the pipeline keeps several
     calls in flight instead (``RotatingDetector.workers``), which uses the cores with less waste than
     splitting one call across them (measured here: 35 ms of CPU per 640x384 frame on one thread, 45 ms
-    on two).
+    on two). ``optimized``: ``model`` is onnxruntime's own optimised graph (``save_optimized`` wrote it),
+    loaded without optimising again (``_optimized_session``).
     """
     import onnxruntime
 
@@ -219,6 +220,10 @@ def _session(model: bytes | str, threads: int):
 
     providers = detector_providers()
     options = onnxruntime.SessionOptions()
+    if optimized:
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if save_optimized is not None:
+        options.optimized_model_filepath = str(save_optimized)
     if threads > 0 or providers[0] == "CPUExecutionProvider":
         options.intra_op_num_threads = max(threads, 1)
     options.log_severity_level = 3
@@ -318,21 +323,85 @@ def prepared_model(path: Path, kind: str, rewrite) -> str | bytes:
         with atomic_output(cached) as temp:
             temp.write_bytes(data)
     except (OSError, OutputError):
-        pass  # a read-only or full cache: this run uses the bytes, and the next one rewrites again
-    return data
+        return data  # a read-only or full cache: this run uses the bytes, and the next one rewrites again
+    return str(cached)  # so this run's session can leave its optimised copy beside it (_optimized_session)
 
 
 def _cached_session(path: Path, kind: str, rewrite, threads: int):
-    """``_session`` on ``prepared_model(path, kind, rewrite)``; a cached copy that onnxruntime cannot load
-    (damaged on disk) is rewritten once more."""
+    """``_session`` on ``prepared_model(path, kind, rewrite)`` (through ``_optimized_session`` where it is
+    cached); a cached copy that onnxruntime cannot load (damaged on disk) is rewritten once more."""
     model = prepared_model(path, kind, rewrite)
     if isinstance(model, bytes):
         return _session(model, threads)
     try:
-        return _session(model, threads)
+        return _optimized_session(Path(model), threads)
     except WeightsError:
         Path(model).unlink(missing_ok=True)
-        return _session(prepared_model(path, kind, rewrite), threads)
+        model = prepared_model(path, kind, rewrite)
+        return _session(model, threads) if isinstance(model, bytes) else _optimized_session(Path(model), threads)
+
+
+def _optimized_session(model: Path, threads: int):
+    """A CPU session on onnxruntime's own optimised graph of ``model``, cached beside it.
+
+    Optimising a graph for the CPU (batch norms folded, convolutions moved to blocked NCHWc kernels)
+    leaves the session holding the weights twice: the loaded graph's and the optimised ones. A session
+    made from the optimised graph saved by an earlier run holds them once: 16 MB less for CenterFace
+    (34 -> 18 MB), the same outputs bit for bit, half the start-up (measured here). The optimised graph
+    fits the CPU and the onnxruntime version it was made with (onnxruntime says so), so both are in its
+    name (``_cpu_key``). The first run makes it, written atomically; a copy that fails to load is
+    removed and made again. Sessions for a GPU optimise as before.
+    """
+    import onnxruntime
+
+    from styleface_cli.face.providers import CPU, detector_providers
+
+    if detector_providers()[0] != CPU:
+        return _session(str(model), threads)
+    optimized = model.with_name(f"{model.stem}-ort{onnxruntime.__version__}-{_cpu_key()}.onnx")
+    if optimized.is_file():
+        try:
+            return _session(str(optimized), threads, optimized=True)
+        except WeightsError:
+            optimized.unlink(missing_ok=True)
+    try:
+        with atomic_output(optimized) as temp:
+            session = _session(str(model), threads, save_optimized=temp)
+            if not temp.is_file():
+                raise OutputError("onnxruntime wrote no optimised model")
+        return session
+    except (OSError, OutputError):
+        return _session(str(model), threads)  # a read-only cache: optimise in memory, as every run did before
+
+
+def _cpu_key() -> str:
+    """A short digest of what onnxruntime's CPU kernels depend on: the machine and its instruction sets."""
+    import platform
+
+    flags = ""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            flags = next((line for line in info if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        pass
+    return hashlib.sha256(f"{platform.machine()} {platform.processor()} {flags}".encode()).hexdigest()[:12]
+
+
+def _centerface_session(path: Path, threads: int):
+    """CenterFace's session: on a CPU, its stem in strips (``strips.StripedSession``: the same outputs
+    with a fraction of the memory), the stem and the head each cached as their own model; on a GPU, or
+    for a CenterFace file whose graph ``split_graph`` cannot follow, the whole graph."""
+    from styleface_cli.face.providers import CPU, detector_providers
+    from styleface_cli.face.strips import NotSplittable, StripedSession, split_graph
+
+    if detector_providers()[0] == CPU:
+        try:
+            stem = _cached_session(path, "centerface-stem", lambda p: split_graph(centerface_graph(p)[0])[0], threads)
+            head = _cached_session(path, "centerface-head", lambda p: split_graph(centerface_graph(p)[0])[1], threads)
+            return StripedSession(stem, head)
+        except NotSplittable:
+            pass
+    return _cached_session(path, "centerface", lambda p: centerface_graph(p)[0], threads)
 
 
 class CenterFaceBackend:
@@ -344,7 +413,7 @@ class CenterFaceBackend:
     """
 
     def __init__(self, path: Path, threads: int = 0) -> None:
-        self.session = _cached_session(path, "centerface", lambda p: centerface_graph(p)[0], threads)
+        self.session = _centerface_session(path, threads)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 4:
             raise WeightsError(f"{path} is not a CenterFace model (expected an image input and 4 outputs)")
