@@ -19,7 +19,6 @@ import os
 from pathlib import Path
 from typing import Protocol, Sequence
 
-import cv2
 import numpy as np
 
 from styleface_cli.atomic import atomic_output
