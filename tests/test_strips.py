@@ -36,12 +36,12 @@ def _random_images(shape, seed=0) -> np.ndarray:
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 384, 480), (1, 3, 480, 640), (2, 3, 352, 640), (1, 3, 64, 96), (1, 3, 32, 32)])
-@pytest.mark.parametrize("strip_pixels", [1, 480 * 96, 10**9])  # one aligned row per strip, the default, whole
-def test_centerface_in_strips_equals_the_whole_graph(centerface, shape, strip_pixels):
+@pytest.mark.parametrize("strip_rows", [1, strips.STRIP_ROWS, 10**9])  # one aligned step per strip, the default, whole
+def test_centerface_in_strips_equals_the_whole_graph(centerface, shape, strip_rows):
     whole, stem, head, input_name = centerface
     images = _random_images(shape)
     expected = whole.run(None, {input_name: images})
-    got = StripedSession(stem, head, strip_pixels).run(None, {input_name: images})
+    got = StripedSession(stem, head, strip_rows).run(None, {input_name: images})
     assert len(got) == len(expected) == 4
     for a, b in zip(expected, got):
         assert a.shape == b.shape
@@ -61,7 +61,7 @@ def test_centerface_plan_reads_the_backbone(centerface):
 def test_strips_without_their_halo_would_differ(centerface):
     """The test above can fail: with no margin the strips' edges show in the outputs."""
     whole, stem, head, input_name = centerface
-    striped = StripedSession(stem, head, 480 * 64)
+    striped = StripedSession(stem, head, 64)
     striped.plan = dataclasses.replace(striped.plan, halo=0)
     images = _random_images((1, 3, 384, 480), seed=3)
     expected = whole.run(None, {input_name: images})[0]
@@ -126,8 +126,8 @@ def _backbone() -> onnx.ModelProto:
     return _model(layers, [("out", 4), ("deep", 16)])
 
 
-@pytest.mark.parametrize("strip_pixels", [1, 64 * 16, 10**9])
-def test_a_small_backbone_in_strips_equals_the_whole_graph(strip_pixels):
+@pytest.mark.parametrize("strip_rows", [1, 16, 10**9])
+def test_a_small_backbone_in_strips_equals_the_whole_graph(strip_rows):
     model = _backbone()
     stem, head = split_graph(model)
     plan = StripPlan.from_json({p.key: p.value for p in stem.metadata_props}[strips.PLAN_KEY])
@@ -136,7 +136,7 @@ def test_a_small_backbone_in_strips_equals_the_whole_graph(strip_pixels):
     # r4 sees 13 input pixels either way: c1 (3x3 on stride 1) 1, dw (3x3 on stride 2) +2, c3 (3x3 on
     # stride 2) +2, c4 (5x5 on stride 4) +8; the halo is that in whole 8-pixel steps
     assert plan.halo == 16
-    striped = StripedSession(_session(stem), _session(head), strip_pixels)
+    striped = StripedSession(_session(stem), _session(head), strip_rows)
     whole = _session(model)
     for shape in [(1, 3, 64, 64), (2, 3, 96, 40), (1, 3, 16, 16)]:
         images = _random_images(shape, seed=shape[2])
