@@ -123,16 +123,15 @@ def detect(frames: Iterator[Frame], detector: Detector, plan: DetectionPlan, upr
     ``batch_size`` frames (of one detection size) per network call, ``workers`` calls in flight at once
     (onnxruntime runs concurrent calls on their callers' threads)."""
     with concurrent.futures.ThreadPoolExecutor(max(workers, 1), thread_name_prefix="styleface-detect") as pool:
-        pending: deque[tuple[list[Frame], concurrent.futures.Future]] = deque()
-        for batch in _batched(frames, batch_size, key=lambda frame: plan.size_for(frame.index)):
-            size = plan.size_for(batch[0].index)
-            pending.append((batch, pool.submit(detector.detect_batch, batch, upright_k, size)))
+        pending: deque[tuple[list[Frame], list[tuple[list[Frame], concurrent.futures.Future]]]] = deque()
+        for window in _detection_windows(frames, batch_size, plan):
+            calls = [(batch, pool.submit(detector.detect_batch, batch, upright_k, plan.size_for(batch[0].index)))
+                     for batch in _size_batches(window, batch_size, plan)]
+            pending.append((window, calls))
             if len(pending) > workers:
-                done, found = pending.popleft()
-                yield from zip(done, found.result())
+                yield from _in_order(*pending.popleft())
         while pending:
-            done, found = pending.popleft()
-            yield from zip(done, found.result())
+            yield from _in_order(*pending.popleft())
 
 
 def find_scene_cuts(stream: Iterator[tuple[Frame, list[Detection]]], is_cut: SceneCutDetector) -> Iterator[tuple[Frame, list[Detection], bool]]:
@@ -198,6 +197,34 @@ def _batched(items: Iterator, size: int, key: Callable | None = None) -> Iterato
             batch = []
     if batch:
         yield batch
+
+
+def _detection_windows(frames: Iterator[Frame], batch_size: int, plan: DetectionPlan) -> Iterator[list[Frame]]:
+    """Runs of consecutive frames sent to the detector together. Usually one batch (one size). When calls
+    take several frames (a GPU) and the plan alternates sizes (small videos), ``batch_size x stride``
+    frames, which ``_size_batches`` sorts into full batches of each size: taken in frame order, the
+    enlarged frames would cut every batch short (1 enlarged frame, then 3 native ones, at a stride of 4)."""
+    if batch_size > 1 and plan.enlarged and plan.stride > 1:
+        return _batched(frames, batch_size * plan.stride)
+    return _batched(frames, batch_size, key=lambda frame: plan.size_for(frame.index))
+
+
+def _size_batches(window: list[Frame], batch_size: int, plan: DetectionPlan) -> list[list[Frame]]:
+    """``window``'s frames as batches of up to ``batch_size`` frames of one detection size each."""
+    by_size: dict[int, list[Frame]] = {}
+    for frame in window:
+        by_size.setdefault(plan.size_for(frame.index), []).append(frame)
+    return [batch for group in by_size.values() for batch in _batched(iter(group), batch_size)]
+
+
+def _in_order(window: list[Frame], calls: list[tuple[list[Frame], concurrent.futures.Future]]) -> Iterator[tuple[Frame, list[Detection]]]:
+    """The frames of ``window`` in their own order, each with its detections from whichever call had it."""
+    found: dict[int, list[Detection]] = {}
+    for batch, future in calls:
+        for frame, detections in zip(batch, future.result()):
+            found[id(frame)] = detections
+    for frame in window:
+        yield frame, found[id(frame)]
 
 
 def _pair(held: deque[Frame], faces: FrameFaces) -> tuple[Frame, FrameFaces]:

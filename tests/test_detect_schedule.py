@@ -56,6 +56,19 @@ class RecordingDetector:
         return [[] for _ in images]
 
 
+def test_batches_fill_although_the_schedule_alternates_sizes():
+    """On a GPU (8 frames a call) the small-video schedule's one enlarged frame in four would otherwise cut
+    every batch to 1 or 3 frames."""
+    frames = [Frame(i, None, i / 10, image=np.zeros((36, 48, 3), np.uint8)) for i in range(70)]
+    detector = RecordingDetector()
+    plan = DetectionPlan(every_frame=48, enlarged=64, stride=4)
+    out = list(pipeline.detect(iter(frames), detector, plan, batch_size=8, workers=1))
+    assert [frame.index for frame, _ in out] == list(range(70))
+    assert {index: size for indices, size in detector.calls for index in indices} == {i: plan.size_for(i) for i in range(70)}
+    # 32-frame windows: 8 enlarged + 24 native frames = 4 full calls; the last 6 frames: 2 + 4
+    assert [len(indices) for indices, _ in detector.calls] == [8, 8, 8, 8, 8, 8, 8, 8, 2, 4]
+
+
 @pytest.mark.parametrize("batch_size", [1, 3])
 def test_detect_stage_gives_each_frame_its_planned_size(batch_size):
     frames = [Frame(i, None, i / 10, image=np.zeros((36, 48, 3), np.uint8)) for i in range(10)]
