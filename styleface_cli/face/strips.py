@@ -88,7 +88,7 @@ def split_graph(model, cut_stride: int = CUT_STRIDE):
         stride_reach = _geometry(node, geometry, constants)
         for output in node.output:
             geometry[output] = stride_reach
-        if end is None and stride_reach[0] >= cut_stride:
+        if stride_reach[0] >= cut_stride:
             end = index + 1
             while end < len(nodes) and nodes[end].op_type in _UNARY and list(nodes[end].input[:1]) == [nodes[end - 1].output[0]]:
                 for output in nodes[end].output:
@@ -123,11 +123,10 @@ def split_graph(model, cut_stride: int = CUT_STRIDE):
 
     image_channels = inputs[0].type.tensor_type.shape.dim[1].dim_value or 3
     stem_in = [helper.make_tensor_value_info(image, 1, ["B", image_channels, "H", "W"])]
-    stem_out = [helper.make_tensor_value_info(n, 1, ["B", channels[n], f"H{s}", f"W{s}"]) for n, _, s in plan.outputs]
-    head_in = [helper.make_tensor_value_info(n, 1, ["B", channels[n], f"H{s}", f"W{s}"]) for n, _, s in plan.outputs]
-    stem = submodel(stem_nodes, stem_in, stem_out, "stem")
+    between = [helper.make_tensor_value_info(n, 1, ["B", channels[n], f"H{s}", f"W{s}"]) for n, _, s in plan.outputs]
+    stem = submodel(stem_nodes, stem_in, between, "stem")  # the stem's outputs are the head's inputs
     helper.set_model_props(stem, {PLAN_KEY: plan.to_json()})
-    head = submodel(head_nodes, head_in, list(graph.output), "head")
+    head = submodel(head_nodes, between, list(graph.output), "head")
     return stem, head
 
 
@@ -160,7 +159,7 @@ def _geometry(node, geometry: dict[str, tuple[int, int]], constants: dict) -> tu
         if len(strides) != 1:
             raise NotSplittable(f"{node.op_type} {node.name!r} mixes strides")
         for name in node.input:
-            if name in constants and any(d > 1 for d in list(constants[name].dims)[-2:]) and len(constants[name].dims) >= 2:
+            if name in constants and len(constants[name].dims) >= 2 and any(d > 1 for d in constants[name].dims[-2:]):
                 raise NotSplittable(f"{node.op_type} {node.name!r} adds a constant with a spatial extent")
         return strides.pop(), max(geometry[name][1] for name in tensors)
     raise NotSplittable(f"{node.op_type} {node.name!r} is not followed")
